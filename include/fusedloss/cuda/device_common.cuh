@@ -1,0 +1,101 @@
+// fusedloss — device-side building blocks shared by the CUDA kernels (cuda/*.cu).
+// Header-only, CUDA-only: never included by the public API headers.
+//
+//  * dtype traits: the storage type of each DType and float32 load / rounded store;
+//  * warp and block sums in float32 with a fixed shuffle tree (bitwise reproducible);
+//  * FUSEDLOSS_CUDA_TRY: map a cudaError_t to Status::CudaError without aborting.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "fusedloss/types.hpp"
+
+#define FUSEDLOSS_CUDA_TRY(expr)                                          \
+  do {                                                                    \
+    if ((expr) != cudaSuccess) return ::fusedloss::Status::CudaError;     \
+  } while (0)
+
+/// After a kernel launch: report a launch failure (bad configuration, no device) as CudaError.
+#define FUSEDLOSS_CUDA_CHECK_LAUNCH() FUSEDLOSS_CUDA_TRY(cudaGetLastError())
+
+namespace fusedloss {
+namespace cuda {
+
+template <DType D>
+struct Storage;
+template <>
+struct Storage<DType::Float32> {
+  using type = float;
+};
+template <>
+struct Storage<DType::Float16> {
+  using type = __half;
+};
+template <>
+struct Storage<DType::BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <DType D>
+using storage_t = typename Storage<D>::type;
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class S>
+__device__ __forceinline__ S from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+constexpr int kWarpSize = 32;
+
+/// Butterfly sum over a full warp; every lane ends with the same value, and the order of
+/// additions is fixed, so the result is bitwise reproducible.
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <class T>
+__device__ __forceinline__ T warp_max(T v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    const T o = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+/// Block-wide sum of one value per thread (blockDim.x a multiple of 32, at most 1024).
+/// `scratch` is __shared__ T[32]. Every thread gets the result. Fixed order: deterministic.
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int warps = blockDim.x / kWarpSize;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : T(0);
+  return warp_sum(v);
+}
+
+}  // namespace cuda
+}  // namespace fusedloss

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quick start #2: set up, build, and run the whole test suite through ctest.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${BUILD_DIR:-$repo/build}
+bash "$repo/scripts/setup.sh"
+cd "$build_dir"
+ctest --output-on-failure -j"$(nproc)" --timeout 1200

@@ -1,0 +1,222 @@
+// The public entry points: validate → choose the backend → call it. The one place where a
+// runtime request becomes a backend call; the backends turn it into template instantiations.
+#include <cstdint>
+#include <thread>
+
+#include "fusedloss/api.hpp"
+#include "src/backend.hpp"
+#include "src/validate.hpp"
+
+#if FUSEDLOSS_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace fusedloss {
+namespace {
+
+constexpr std::uintptr_t kWorkspaceAlignment = 256;
+
+enum class Space { None, Host, Device };
+
+#if FUSEDLOSS_WITH_CUDA
+bool cuda_device_present() noexcept {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the (non-sticky) error so it does not leak into the caller's checks
+    return false;
+  }
+  return count > 0;
+}
+#endif
+
+/// Which memory a pointer lives in, as the backends see it: device and managed memory go to
+/// the CUDA path; pageable and pinned host memory to the CPU path.
+Space pointer_space(const void* ptr) noexcept {
+  if (ptr == nullptr) return Space::None;
+#if FUSEDLOSS_WITH_CUDA
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+    cudaGetLastError();
+    return Space::Host;  // no driver / no device: it can only be host memory
+  }
+  return (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged) ? Space::Device
+                                                                                                : Space::Host;
+#else
+  return Space::Host;
+#endif
+}
+
+/// Picks the backend for the call's pointers. Auto follows the pointers (all host → CPU, all
+/// device → CUDA, a mix → InvalidArgument); an explicit choice is checked against them.
+template <std::size_t K>
+Status resolve_backend(Backend requested, const void* const (&pointers)[K], Backend* chosen) noexcept {
+  const int r = static_cast<int>(requested);
+  if (r < static_cast<int>(Backend::Auto) || r > static_cast<int>(Backend::CUDA)) return Status::InvalidArgument;
+  bool any_host = false, any_device = false;
+  for (const void* p : pointers) {
+    const Space s = pointer_space(p);
+    any_host |= s == Space::Host;
+    any_device |= s == Space::Device;
+  }
+  switch (requested) {
+    case Backend::Auto:
+      if (any_host && any_device) return Status::InvalidArgument;
+      *chosen = any_device ? Backend::CUDA : Backend::CPU;
+      return (*chosen == Backend::CUDA && !cuda_available()) ? Status::NotSupported : Status::Success;
+    case Backend::CPU:
+      if (any_device) return Status::NotSupported;  // device memory is out of the CPU path's reach
+      *chosen = Backend::CPU;
+      return Status::Success;
+    case Backend::CUDA:
+      if (!cuda_available()) return Status::NotSupported;
+      if (any_host) return Status::NotSupported;  // pageable host memory is out of the kernels' reach
+      *chosen = Backend::CUDA;
+      return Status::Success;
+  }
+  return Status::InvalidArgument;
+}
+
+int cpu_thread_count(const ExecutionConfig& config) noexcept {
+  if (config.cpu_threads > 0) return config.cpu_threads;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
+}
+
+void collect(const ElementwiseProblem& p, const LossOutputs& o, const void* (&ptrs)[10]) {
+  const void* list[10] = {p.input, p.target, p.weight, p.params.pos_weight_per_column, o.loss, o.grad, o.lse,
+                          o.error_count, nullptr, nullptr};
+  for (int i = 0; i < 10; ++i) ptrs[i] = list[i];
+}
+void collect(const RowwiseProblem& p, const LossOutputs& o, const void* (&ptrs)[10]) {
+  const void* list[10] = {p.input, p.target, p.labels, p.class_weight, o.loss, o.grad, o.lse, o.error_count,
+                          nullptr, nullptr};
+  for (int i = 0; i < 10; ++i) ptrs[i] = list[i];
+}
+
+/// Validation + backend choice, common to every entry point.
+template <class Problem>
+Status prepare(const Problem& problem, const LossOutputs& outputs, const ExecutionConfig& config,
+               Problem* normalised, Backend* backend) noexcept {
+  const Status valid = detail::validate(problem, outputs, normalised);
+  if (valid != Status::Success) return valid;
+  const void* pointers[10];
+  collect(problem, outputs, pointers);
+  return resolve_backend(config.backend, pointers, backend);
+}
+
+template <class Problem>
+Status workspace_size_impl(const Problem& problem, const LossOutputs& outputs, const ExecutionConfig& config,
+                           std::size_t* bytes) noexcept {
+  if (bytes == nullptr) return Status::InvalidArgument;
+  Problem p;
+  Backend backend = Backend::CPU;
+  const Status s = prepare(problem, outputs, config, &p, &backend);
+  if (s != Status::Success) return s;
+  *bytes = 0;
+#if FUSEDLOSS_WITH_CUDA
+  if (backend == Backend::CUDA) *bytes = detail::cuda_workspace_size(p);
+#endif
+  return Status::Success;
+}
+
+#if FUSEDLOSS_WITH_CUDA
+/// Runs the CUDA path with the caller's workspace, or a stream-ordered one when allowed.
+template <class Problem>
+Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config,
+                bool allow_alloc) noexcept {
+  const std::size_t needed = detail::cuda_workspace_size(p);
+  cudaStream_t stream = config.stream;
+  if (needed <= config.workspace_bytes && (needed == 0 || config.workspace != nullptr)) {
+    if (reinterpret_cast<std::uintptr_t>(config.workspace) % kWorkspaceAlignment != 0) return Status::InvalidArgument;
+    return detail::cuda_compute(p, outputs, config.workspace, config.workspace_bytes, stream);
+  }
+  if (!allow_alloc) return Status::WorkspaceTooSmall;
+  void* workspace = nullptr;
+  if (cudaMallocAsync(&workspace, needed, stream) != cudaSuccess) {
+    cudaGetLastError();
+    return Status::CudaError;
+  }
+  const Status s = detail::cuda_compute(p, outputs, workspace, needed, stream);
+  const bool freed = cudaFreeAsync(workspace, stream) == cudaSuccess;
+  if (s != Status::Success) return s;
+  return freed ? Status::Success : Status::CudaError;
+}
+
+/// compute() + wait + read the invalid-data count back (allocating a counter when the caller
+/// gave none).
+template <class Problem>
+Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
+  cudaStream_t stream = config.stream;
+  LossOutputs out = outputs;
+  std::int64_t* own_counter = nullptr;
+  if (out.error_count == nullptr) {
+    if (cudaMallocAsync(reinterpret_cast<void**>(&own_counter), sizeof(std::int64_t), stream) != cudaSuccess) {
+      cudaGetLastError();
+      return Status::CudaError;
+    }
+    out.error_count = own_counter;
+  }
+  Status s = run_cuda(p, out, config, /*allow_alloc=*/true);
+  std::int64_t errors = 0;
+  if (s == Status::Success &&
+      cudaMemcpyAsync(&errors, out.error_count, sizeof errors, cudaMemcpyDeviceToHost, stream) != cudaSuccess)
+    s = Status::CudaError;
+  if (own_counter != nullptr) cudaFreeAsync(own_counter, stream);
+  if (cudaStreamSynchronize(stream) != cudaSuccess) s = Status::CudaError;
+  if (s != Status::Success) {
+    cudaGetLastError();
+    return s;
+  }
+  return errors > 0 ? Status::InvalidValue : Status::Success;
+}
+#endif
+
+template <class Problem>
+Status compute_impl(const Problem& problem, const LossOutputs& outputs, const ExecutionConfig& config,
+                    bool synchronous) noexcept {
+  Problem p;
+  Backend backend = Backend::CPU;
+  const Status s = prepare(problem, outputs, config, &p, &backend);
+  if (s != Status::Success) return s;
+  if (backend == Backend::CPU) return detail::cpu_compute(p, outputs, cpu_thread_count(config));
+#if FUSEDLOSS_WITH_CUDA
+  return synchronous ? run_cuda_sync(p, outputs, config) : run_cuda(p, outputs, config, config.allow_stream_ordered_alloc);
+#else
+  (void)synchronous;
+  return Status::NotSupported;
+#endif
+}
+
+}  // namespace
+
+bool cuda_available() noexcept {
+#if FUSEDLOSS_WITH_CUDA
+  return cuda_device_present();
+#else
+  return false;
+#endif
+}
+
+Status workspace_size(const ElementwiseProblem& problem, const LossOutputs& outputs, const ExecutionConfig& config,
+                      std::size_t* bytes) noexcept {
+  return workspace_size_impl(problem, outputs, config, bytes);
+}
+Status workspace_size(const RowwiseProblem& problem, const LossOutputs& outputs, const ExecutionConfig& config,
+                      std::size_t* bytes) noexcept {
+  return workspace_size_impl(problem, outputs, config, bytes);
+}
+Status compute(const ElementwiseProblem& problem, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
+  return compute_impl(problem, outputs, config, false);
+}
+Status compute(const RowwiseProblem& problem, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
+  return compute_impl(problem, outputs, config, false);
+}
+Status compute_sync(const ElementwiseProblem& problem, const LossOutputs& outputs,
+                    const ExecutionConfig& config) noexcept {
+  return compute_impl(problem, outputs, config, true);
+}
+Status compute_sync(const RowwiseProblem& problem, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
+  return compute_impl(problem, outputs, config, true);
+}
+
+}  // namespace fusedloss

@@ -1,0 +1,182 @@
+// Argument validation: every rule that makes a call InvalidArgument lives here, once, for both
+// backends. Nothing here reads the data (that would need a device sync on the CUDA path);
+// data-dependent problems are InvalidValue and are found by the backends while computing.
+#include "src/validate.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace fusedloss {
+namespace detail {
+namespace {
+
+constexpr std::int64_t kMaxBytes = std::numeric_limits<std::int64_t>::max();
+
+bool is_value_dtype(DType d) { return d == DType::Float32 || d == DType::Float16 || d == DType::BFloat16; }
+bool is_label_dtype(DType d) { return d == DType::Int32 || d == DType::Int64; }
+bool is_known_reduction(Reduction r) {
+  const int v = static_cast<int>(r);
+  return v >= static_cast<int>(Reduction::None) && v <= static_cast<int>(Reduction::Default);
+}
+bool finite(double v) { return std::isfinite(v); }
+
+/// count * elem_bytes without overflow; false when it does not fit in int64.
+bool byte_size(std::int64_t count, std::size_t elem_bytes, std::int64_t* bytes) {
+  return !__builtin_mul_overflow(count, static_cast<std::int64_t>(elem_bytes), bytes) && *bytes <= kMaxBytes;
+}
+
+/// A byte range one call reads or writes.
+struct Region {
+  const void* ptr = nullptr;
+  std::int64_t bytes = 0;
+  bool output = false;
+};
+
+bool overlaps(const Region& a, const Region& b) {
+  if (a.ptr == nullptr || b.ptr == nullptr || a.bytes == 0 || b.bytes == 0) return false;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a.ptr), b0 = reinterpret_cast<std::uintptr_t>(b.ptr);
+  return a0 < b0 + static_cast<std::uintptr_t>(b.bytes) && b0 < a0 + static_cast<std::uintptr_t>(a.bytes);
+}
+
+/// Outputs may not overlap each other or any input. The in-place gradient (grad == input with
+/// the same extent) is the single allowed exception, passed in as `allowed_a`/`allowed_b`.
+template <std::size_t K>
+bool regions_disjoint(const Region (&regions)[K], int allowed_a, int allowed_b) {
+  for (std::size_t i = 0; i < K; ++i) {
+    for (std::size_t j = i + 1; j < K; ++j) {
+      if (!regions[i].output && !regions[j].output) continue;  // inputs may share memory
+      if (!overlaps(regions[i], regions[j])) continue;
+      const bool in_place = (int(i) == allowed_a && int(j) == allowed_b) || (int(i) == allowed_b && int(j) == allowed_a);
+      if (in_place && regions[i].ptr == regions[j].ptr && regions[i].bytes == regions[j].bytes) continue;
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::int64_t loss_output_count(const ElementwiseProblem& p) noexcept {
+  return p.reduction == Reduction::None ? p.n : 1;
+}
+
+std::int64_t loss_output_count(const RowwiseProblem& p) noexcept {
+  if (p.reduction != Reduction::None) return 1;
+  return p.loss == Loss::KLDiv ? p.rows * p.classes : p.rows;
+}
+
+Status validate(const ElementwiseProblem& problem, const LossOutputs& out, ElementwiseProblem* normalised) noexcept {
+  ElementwiseProblem p = problem;
+  if (!is_elementwise(p.loss) || !is_value_dtype(p.dtype) || !is_known_reduction(p.reduction))
+    return Status::InvalidArgument;
+  if (p.reduction == Reduction::Default) p.reduction = Reduction::Mean;
+  if (p.reduction == Reduction::BatchMean) return Status::InvalidArgument;  // KL losses only
+  if (p.loss == Loss::RMSE && p.reduction != Reduction::Mean) return Status::InvalidArgument;
+  if (!finite(p.grad_scale)) return Status::InvalidArgument;
+
+  std::int64_t data_bytes = 0;
+  if (p.n < 0 || !byte_size(p.n, dtype_size(p.dtype), &data_bytes)) return Status::InvalidArgument;
+  if (p.n > 0 && (p.input == nullptr || p.target == nullptr)) return Status::InvalidArgument;
+
+  const ElementwiseParams& k = p.params;
+  if ((p.loss == Loss::Huber || p.loss == Loss::PseudoHuber) && !(k.delta > 0 && finite(k.delta)))
+    return Status::InvalidArgument;
+  if (p.loss == Loss::SmoothL1 && !(k.beta >= 0 && finite(k.beta))) return Status::InvalidArgument;
+  if (p.loss == Loss::BCEWithLogits && !(k.pos_weight > 0 && finite(k.pos_weight))) return Status::InvalidArgument;
+  // A per-column pos_weight is meaningful for bce_with_logits only, and must tile n exactly.
+  if (k.columns < 0) return Status::InvalidArgument;
+  if ((k.pos_weight_per_column != nullptr) != (k.columns > 0)) return Status::InvalidArgument;
+  if (k.pos_weight_per_column != nullptr) {
+    if (p.loss != Loss::BCEWithLogits || p.n % k.columns != 0) return Status::InvalidArgument;
+  }
+
+  const std::int64_t loss_count = loss_output_count(p);
+  if (loss_count > 0 && out.loss == nullptr) return Status::InvalidArgument;
+  if (out.lse != nullptr) return Status::InvalidArgument;  // row-wise cross_entropy only
+
+  const Region regions[] = {
+      {p.input, data_bytes, false},                                         // 0
+      {p.target, data_bytes, false},                                        // 1
+      {p.weight, p.weight ? data_bytes : 0, false},                         // 2
+      {k.pos_weight_per_column, k.columns * std::int64_t(sizeof(float)), false},  // 3
+      {out.grad, out.grad ? data_bytes : 0, true},                          // 4
+      {out.loss, loss_count * std::int64_t(sizeof(float)), true},           // 5
+      {out.error_count, out.error_count ? std::int64_t(sizeof(std::int64_t)) : 0, true},  // 6
+  };
+  if (!regions_disjoint(regions, 0, 4)) return Status::InvalidArgument;
+
+  *normalised = p;
+  return Status::Success;
+}
+
+Status validate(const RowwiseProblem& problem, const LossOutputs& out, RowwiseProblem* normalised) noexcept {
+  RowwiseProblem p = problem;
+  const bool ce = p.loss == Loss::CrossEntropy, nll = p.loss == Loss::NLL;
+  const bool kl = p.loss == Loss::KLDiv, kl_logits = p.loss == Loss::KLDivLogits;
+  if (!(ce || nll || kl || kl_logits) || !is_value_dtype(p.dtype) || !is_known_reduction(p.reduction))
+    return Status::InvalidArgument;
+  if (p.reduction == Reduction::Default) p.reduction = kl_logits ? Reduction::BatchMean : Reduction::Mean;
+  if (p.reduction == Reduction::BatchMean && !(kl || kl_logits)) return Status::InvalidArgument;
+  if (!finite(p.grad_scale)) return Status::InvalidArgument;
+
+  // Shape: N >= 0 rows of C >= 1 classes, rows row_stride >= C elements apart.
+  if (p.rows < 0 || p.classes < 1 || p.row_stride < 0) return Status::InvalidArgument;
+  if (p.row_stride == 0) p.row_stride = p.classes;
+  if (p.row_stride < p.classes) return Status::InvalidArgument;
+  const std::size_t elem = dtype_size(p.dtype);
+  std::int64_t span = 0, span_bytes = 0, numel = 0;  // span: elements from the first to one past the last
+  if (p.rows > 0) {
+    if (__builtin_mul_overflow(p.rows - 1, p.row_stride, &span) || __builtin_add_overflow(span, p.classes, &span))
+      return Status::InvalidArgument;
+  }
+  if (!byte_size(span, elem, &span_bytes)) return Status::InvalidArgument;
+  if (__builtin_mul_overflow(p.rows, p.classes, &numel) || !byte_size(numel, sizeof(float), &span /*scratch*/))
+    return Status::InvalidArgument;
+
+  // Which inputs each loss reads. cross_entropy takes labels (sparse) or a dense target, not both.
+  const bool has_data = p.rows > 0;
+  if (has_data && p.input == nullptr) return Status::InvalidArgument;
+  if (ce) {
+    if (p.labels != nullptr && p.target != nullptr) return Status::InvalidArgument;
+    if (has_data && p.labels == nullptr && p.target == nullptr) return Status::InvalidArgument;
+  } else if (nll) {
+    if (p.target != nullptr || (has_data && p.labels == nullptr)) return Status::InvalidArgument;
+  } else {  // KL losses: a dense target, no labels, no class weights
+    if (p.labels != nullptr || p.class_weight != nullptr) return Status::InvalidArgument;
+    if (has_data && p.target == nullptr) return Status::InvalidArgument;
+  }
+  if (p.labels != nullptr && !is_label_dtype(p.label_dtype)) return Status::InvalidArgument;
+
+  const RowwiseParams& k = p.params;
+  if (ce) {
+    if (!(k.label_smoothing >= 0 && k.label_smoothing <= 1)) return Status::InvalidArgument;
+    if (!(k.z_loss >= 0 && finite(k.z_loss))) return Status::InvalidArgument;
+    if (!(k.softcap >= 0 && finite(k.softcap))) return Status::InvalidArgument;
+  }
+  if (kl_logits && !(k.temperature > 0 && finite(k.temperature))) return Status::InvalidArgument;
+
+  const std::int64_t loss_count = loss_output_count(p);
+  if (loss_count > 0 && out.loss == nullptr) return Status::InvalidArgument;
+  if (out.lse != nullptr && !ce) return Status::InvalidArgument;
+
+  std::int64_t label_bytes = 0;
+  if (p.labels != nullptr && !byte_size(p.rows, dtype_size(p.label_dtype), &label_bytes)) return Status::InvalidArgument;
+  const Region regions[] = {
+      {p.input, span_bytes, false},                                          // 0
+      {p.target, p.target ? span_bytes : 0, false},                          // 1
+      {p.labels, label_bytes, false},                                        // 2
+      {p.class_weight, p.class_weight ? p.classes * std::int64_t(sizeof(float)) : 0, false},  // 3
+      {out.grad, out.grad ? span_bytes : 0, true},                           // 4
+      {out.loss, loss_count * std::int64_t(sizeof(float)), true},            // 5
+      {out.lse, out.lse ? p.rows * std::int64_t(sizeof(float)) : 0, true},   // 6
+      {out.error_count, out.error_count ? std::int64_t(sizeof(std::int64_t)) : 0, true},  // 7
+  };
+  if (!regions_disjoint(regions, 0, 4)) return Status::InvalidArgument;
+
+  *normalised = p;
+  return Status::Success;
+}
+
+}  // namespace detail
+}  // namespace fusedloss
