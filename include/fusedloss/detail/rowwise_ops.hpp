@@ -67,19 +67,17 @@ FUSEDLOSS_HD inline T smoothed_target(T t, T eps, T inv_c) {
 }
 
 /// KL divergence element: xlogy(p, p) − p·q, or e^t·(t − q) for a log-space target. The
-/// derivative with respect to q is −p (−e^t); returned through dq.
+/// derivative with respect to q is −p (−e^t); returned through dq. Where the target
+/// probability is 0 the element is exactly 0 even when q = −inf (a masked class); PyTorch
+/// forms 0·(−inf) = NaN there. A negative target gives NaN through log, as in PyTorch.
 template <class T>
 FUSEDLOSS_HD inline T kl_div_element(T q, T target, bool log_target, T& dq) {
   using namespace math;
-  if (log_target) {
-    const T p = exp_(target);
-    dq = -p;
-    return p * (target - q);
-  }
-  dq = -target;
-  // xlogy(0, ·) = 0 (PyTorch); a negative target gives NaN through log, as in PyTorch.
-  const T xlogx = target == T(0) ? T(0) : target * log_(target);
-  return xlogx - target * q;
+  const T p = log_target ? exp_(target) : target;
+  dq = -p;
+  if (p == T(0)) return T(0);
+  const T log_p = log_target ? target : log_(target);
+  return p * (log_p - q);
 }
 
 }  // namespace detail
