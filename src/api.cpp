@@ -134,7 +134,7 @@ Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionCon
   void* workspace = nullptr;
   if (cudaMallocAsync(&workspace, needed, stream) != cudaSuccess) {
     cudaGetLastError();
-    return Status::CudaError;
+    return Status::OutOfMemory;
   }
   const Status s = detail::cuda_compute(p, outputs, workspace, needed, stream);
   const bool freed = cudaFreeAsync(workspace, stream) == cudaSuccess;
@@ -152,7 +152,7 @@ Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const Executi
   if (out.error_count == nullptr) {
     if (cudaMallocAsync(reinterpret_cast<void**>(&own_counter), sizeof(std::int64_t), stream) != cudaSuccess) {
       cudaGetLastError();
-      return Status::CudaError;
+      return Status::OutOfMemory;
     }
     out.error_count = own_counter;
   }

@@ -13,6 +13,7 @@ const char* status_string(Status status) noexcept {
     case Status::WorkspaceTooSmall: return "workspace too small";
     case Status::NotSupported: return "not supported (backend unavailable)";
     case Status::CudaError: return "CUDA runtime error";
+    case Status::OutOfMemory: return "out of memory";
   }
   return "unknown status";
 }

@@ -35,6 +35,9 @@ enum class Status : int {
   /// A CUDA runtime call failed (launch failure, out of device memory for an opted-in
   /// stream-ordered allocation, ...).
   CudaError = 5,
+  /// Host memory for the CPU path's scratch, or an opted-in stream-ordered device allocation,
+  /// could not be had. Outputs may be partly written.
+  OutOfMemory = 6,
 };
 
 /// A short, static, human-readable description ("success", "invalid argument", ...).

@@ -142,8 +142,9 @@ struct ElementwiseOp<Loss::Hinge> {
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>&, T& loss, T& dloss) {
     const T t = y > T(0) ? T(1) : T(-1);  // labels may be {0, 1} or {-1, 1}
     const T margin = T(1) - t * x;
-    loss = margin > T(0) ? margin : T(0);
-    dloss = margin > T(0) ? -t : T(0);  // 0 at the kink t·x = 1
+    // Written as "not <= 0" so a NaN margin propagates instead of reading as "no loss".
+    loss = margin <= T(0) ? T(0) : margin;
+    dloss = margin <= T(0) ? T(0) : (margin > T(0) ? -t : margin);  // 0 at the kink t·x = 1
   }
 };
 
@@ -154,7 +155,7 @@ struct ElementwiseOp<Loss::SquaredHinge> {
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>&, T& loss, T& dloss) {
     const T t = y > T(0) ? T(1) : T(-1);
     const T m = T(1) - t * x;
-    const T margin = m > T(0) ? m : T(0);
+    const T margin = m <= T(0) ? T(0) : m;  // NaN propagates
     loss = margin * margin;
     dloss = T(-2) * t * margin;
   }

@@ -54,7 +54,9 @@ FUSEDLOSS_HD inline SparseCeGradCoeffs<T> sparse_ce_grad_coeffs(T w_y, T weight_
 template <class T>
 FUSEDLOSS_HD inline T sparse_ce_row_loss(T lse, T z_y, T w_y, T weight_sum, T sum_wz, T eps, T inv_c,
                                          T z_loss) {
-  T loss = (T(1) - eps) * w_y * (lse - z_y);
+  // A zero coefficient (w_y = 0 or eps = 1) contributes exactly 0, even for z_y = −inf.
+  const T target_coeff = (T(1) - eps) * w_y;
+  T loss = target_coeff != T(0) ? target_coeff * (lse - z_y) : T(0);
   if (eps > T(0)) loss += eps * inv_c * (weight_sum * lse - sum_wz);
   if (z_loss > T(0)) loss += z_loss * lse * lse;
   return loss;

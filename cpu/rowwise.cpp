@@ -1,0 +1,390 @@
+// fusedloss CPU path — the row-wise losses over an [N, C] matrix: cross_entropy (sparse labels
+// or soft targets), nll, kl_div, kl_div_logits.
+//
+// Work is cut into chunks of a fixed number of rows (a function of C only); each row is computed
+// in double by one thread, and the per-chunk partial sums are combined in chunk order, so the
+// result does not depend on the thread count. A row's inputs are copied to per-thread double
+// scratch before its gradient row is written, which makes grad == input (in place) safe.
+// The mean divisor of cross_entropy / nll (Σ w[y_n] over valid, non-ignored rows) and the count
+// of bad labels come from a cheap sequential pass over the labels before any gradient is written.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "cpu/load_store.hpp"
+#include "cpu/parallel.hpp"
+#include "fusedloss/detail/rowwise_ops.hpp"
+#include "src/backend.hpp"
+
+namespace fusedloss {
+namespace detail {
+namespace {
+
+using cpu::chunk_count;
+using cpu::load_label;
+using cpu::parallel_for_chunks;
+
+constexpr std::int64_t kChunkElements = 32768;  // rows per chunk = max(1, this / C): fixed by the problem
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+/// Runs row(n) (a per-thread callable made by make_row(), returning the row's loss contribution)
+/// for every row, and returns the per-chunk sums in `parts` (chunk order). False on failure.
+template <class MakeRow>
+bool for_each_row(std::int64_t rows, std::int64_t classes, int threads, std::vector<double>& parts,
+                  const MakeRow& make_row) {
+  const std::int64_t per_chunk = classes >= kChunkElements ? 1 : kChunkElements / classes;
+  const std::int64_t chunks = chunk_count(rows, per_chunk);
+  parts.assign(static_cast<std::size_t>(chunks), 0.0);
+  return parallel_for_chunks(chunks, threads, [&] {
+    return [&parts, per_chunk, rows, row = make_row()](std::int64_t chunk) mutable {
+      const std::int64_t begin = chunk * per_chunk;
+      const std::int64_t end = begin + per_chunk < rows ? begin + per_chunk : rows;
+      double acc = 0.0;
+      for (std::int64_t n = begin; n < end; ++n) acc += row(n);
+      parts[static_cast<std::size_t>(chunk)] = acc;
+    };
+  });
+}
+
+inline double sum_in_order(const std::vector<double>& parts) {
+  double total = 0.0;
+  for (double v : parts) total += v;
+  return total;
+}
+
+/// Max-shifted logsumexp of z[0..C): fills e[c] = exp(z[c] − max) and *sum_e = Σ e. A row whose max
+/// is infinite gives −inf (all −inf) or +inf (a +inf entry), NaN when it also holds a NaN.
+inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* sum_e) {
+  double m = -kInf;
+  for (std::int64_t c = 0; c < C; ++c) m = z[c] > m ? z[c] : m;  // NaN entries are skipped here ...
+  double s = 0.0;
+  for (std::int64_t c = 0; c < C; ++c) {
+    e[c] = std::exp(z[c] - m);  // ... and reach the sum (NaN) when m is finite
+    s += e[c];
+  }
+  *sum_e = s;
+  if (std::isinf(m)) {
+    for (std::int64_t c = 0; c < C; ++c)
+      if (std::isnan(z[c])) return kNaN;
+    return m;
+  }
+  return m + std::log(s);
+}
+
+inline double class_weight_at(const float* class_weight, std::int64_t c) {
+  return class_weight != nullptr ? static_cast<double>(class_weight[c]) : 1.0;
+}
+
+/// The divisor of the mean (Σ w[y_n] over valid, non-ignored rows) and the number of bad labels.
+struct LabelStats {
+  double weight_sum = 0.0;
+  std::int64_t bad = 0;
+};
+
+LabelStats label_stats(const RowwiseProblem& p) {
+  LabelStats s;
+  for (std::int64_t n = 0; n < p.rows; ++n) {
+    const std::int64_t y = load_label(p.labels, p.label_dtype, n);
+    if (y == p.params.ignore_index) continue;
+    if (y < 0 || y >= p.classes) {
+      ++s.bad;
+      continue;
+    }
+    s.weight_sum += class_weight_at(p.class_weight, y);
+  }
+  return s;
+}
+
+Status finish(const RowwiseProblem& p, const LossOutputs& out, double total, double divisor, std::int64_t bad) {
+  switch (p.reduction) {
+    case Reduction::None: break;
+    case Reduction::Sum: out.loss[0] = static_cast<float>(total); break;
+    default: out.loss[0] = divisor == 0.0 ? static_cast<float>(kNaN) : static_cast<float>(total / divisor); break;
+  }
+  if (out.error_count != nullptr) *out.error_count = bad;
+  return bad > 0 ? Status::InvalidValue : Status::Success;
+}
+
+bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
+
+// ---- cross_entropy, sparse labels --------------------------------------------------------------
+template <class IO>
+Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int threads) {
+  using S = typename IO::storage;
+  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const S* x = static_cast<const S*>(p.input);
+  S* grad = static_cast<S*>(out.grad);
+  const float* cw = p.class_weight;
+  const double eps = p.params.label_smoothing, zl = p.params.z_loss, cap = p.params.softcap;
+  const double inv_c = 1.0 / static_cast<double>(C);
+  const std::int64_t ignore = p.params.ignore_index;
+
+  double W = static_cast<double>(C);  // Σ_c w_c
+  if (cw != nullptr) {
+    W = 0.0;
+    for (std::int64_t c = 0; c < C; ++c) W += static_cast<double>(cw[c]);
+  }
+  const LabelStats stats = label_stats(p);
+  const bool mean = is_mean(p.reduction);
+  const bool zero_grad = mean && stats.weight_sum == 0.0;  // every row ignored / zero weight
+  const double factor = mean ? p.grad_scale / stats.weight_sum : p.grad_scale;
+  float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
+
+  std::vector<double> parts;
+  const bool ok = for_each_row(N, C, threads, parts, [&] {
+    return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
+            e = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
+      const S* xr = x + n * stride;
+      for (std::int64_t c = 0; c < C; ++c) z[c] = softcap_value(IO::load(xr, c), cap);
+      double sum_e;
+      const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
+      if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
+
+      const std::int64_t y = load_label(p.labels, p.label_dtype, n);
+      const bool ignored = y == ignore;
+      const bool valid = !ignored && y >= 0 && y < C;
+      double loss = ignored ? 0.0 : kNaN;  // bad label: NaN (counted by label_stats)
+      double w_y = 0.0;
+      if (valid) {
+        w_y = class_weight_at(cw, y);
+        double sum_wz = 0.0;
+        if (eps > 0.0)
+          for (std::int64_t c = 0; c < C; ++c) sum_wz += class_weight_at(cw, c) * z[c];
+        loss = sparse_ce_row_loss(lse, z[y], w_y, W, sum_wz, eps, inv_c, zl);
+      }
+      if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
+
+      if (grad != nullptr) {
+        S* gr = grad + n * stride;
+        if (!valid || zero_grad) {
+          for (std::int64_t c = 0; c < C; ++c) IO::store(gr, c, 0.0);
+        } else {
+          const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
+          const double a = k.a / sum_e;  // p_c·a = e_c·(a / Σe)
+          for (std::int64_t c = 0; c < C; ++c) {
+            double g = e[c] * a;
+            if (c == y) g -= k.b;
+            if (k.e > 0.0) g -= k.e * class_weight_at(cw, c);
+            if (cap > 0.0) g *= softcap_derivative(z[c], cap);
+            IO::store(gr, c, g * factor);
+          }
+        }
+      }
+      return ignored ? 0.0 : loss;
+    };
+  });
+  if (!ok) return Status::OutOfMemory;
+  return finish(p, out, sum_in_order(parts), stats.weight_sum, stats.bad);
+}
+
+// ---- cross_entropy, soft (dense) targets --------------------------------------------------------
+template <class IO>
+Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int threads) {
+  using S = typename IO::storage;
+  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const S* x = static_cast<const S*>(p.input);
+  const S* t = static_cast<const S*>(p.target);
+  S* grad = static_cast<S*>(out.grad);
+  const float* cw = p.class_weight;
+  const double eps = p.params.label_smoothing, zl = p.params.z_loss, cap = p.params.softcap;
+  const double inv_c = 1.0 / static_cast<double>(C);
+  const double divisor = static_cast<double>(N);
+  const double factor = is_mean(p.reduction) ? p.grad_scale / divisor : p.grad_scale;
+  float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
+
+  std::vector<double> parts;
+  const bool ok = for_each_row(N, C, threads, parts, [&] {
+    return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
+            e = std::vector<double>(static_cast<std::size_t>(C)),
+            wt = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
+      const S* xr = x + n * stride;
+      const S* tr = t + n * stride;
+      for (std::int64_t c = 0; c < C; ++c) z[c] = softcap_value(IO::load(xr, c), cap);
+      double sum_e;
+      const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
+      if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
+
+      // ℓ = Σ_c w_c t'_c·(lse − z_c) + s·lse²  (= S·lse − Σ w_c t'_c z_c + s·lse²); zero terms skipped.
+      double loss = 0.0, S_wt = 0.0;
+      for (std::int64_t c = 0; c < C; ++c) {
+        wt[c] = class_weight_at(cw, c) * smoothed_target(IO::load(tr, c), eps, inv_c);
+        if (wt[c] != 0.0) loss += wt[c] * (lse - z[c]);
+        S_wt += wt[c];
+      }
+      if (zl > 0.0) loss += zl * lse * lse;
+      if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
+
+      if (grad != nullptr) {
+        // ∂ℓ/∂z_c = p_c·(S + 2·s·lse) − w_c t'_c, chained through the softcap.
+        S* gr = grad + n * stride;
+        const double a = (S_wt + (zl > 0.0 ? 2.0 * zl * lse : 0.0)) / sum_e;
+        for (std::int64_t c = 0; c < C; ++c) {
+          double g = e[c] * a - wt[c];
+          if (cap > 0.0) g *= softcap_derivative(z[c], cap);
+          IO::store(gr, c, g * factor);
+        }
+      }
+      return loss;
+    };
+  });
+  if (!ok) return Status::OutOfMemory;
+  return finish(p, out, sum_in_order(parts), divisor, 0);
+}
+
+// ---- nll ------------------------------------------------------------------------------------------
+template <class IO>
+Status nll(const RowwiseProblem& p, const LossOutputs& out, int threads) {
+  using S = typename IO::storage;
+  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const S* x = static_cast<const S*>(p.input);
+  S* grad = static_cast<S*>(out.grad);
+  const float* cw = p.class_weight;
+  const std::int64_t ignore = p.params.ignore_index;
+
+  const LabelStats stats = label_stats(p);
+  const bool mean = is_mean(p.reduction);
+  const bool zero_grad = mean && stats.weight_sum == 0.0;
+  const double factor = mean ? p.grad_scale / stats.weight_sum : p.grad_scale;
+  float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
+
+  std::vector<double> parts;
+  const bool ok = for_each_row(N, C, threads, parts, [&] {
+    return [&](std::int64_t n) -> double {
+      const std::int64_t y = load_label(p.labels, p.label_dtype, n);
+      const bool ignored = y == ignore;
+      const bool valid = !ignored && y >= 0 && y < C;
+      double loss = ignored ? 0.0 : kNaN;
+      double w_y = 0.0;
+      if (valid) {
+        w_y = class_weight_at(cw, y);
+        const double x_y = IO::load(x + n * stride, y);  // read before the row is overwritten
+        loss = w_y == 0.0 ? 0.0 : -w_y * x_y;
+      }
+      if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
+      if (grad != nullptr) {
+        S* gr = grad + n * stride;
+        for (std::int64_t c = 0; c < C; ++c) IO::store(gr, c, 0.0);
+        if (valid && !zero_grad) IO::store(gr, y, -w_y * factor);
+      }
+      return ignored ? 0.0 : loss;
+    };
+  });
+  if (!ok) return Status::OutOfMemory;
+  return finish(p, out, sum_in_order(parts), stats.weight_sum, stats.bad);
+}
+
+// ---- kl_div ----------------------------------------------------------------------------------------
+template <class IO>
+Status kl_div(const RowwiseProblem& p, const LossOutputs& out, int threads) {
+  using S = typename IO::storage;
+  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const S* q = static_cast<const S*>(p.input);
+  const S* t = static_cast<const S*>(p.target);
+  S* grad = static_cast<S*>(out.grad);
+  const bool log_target = p.params.log_target;
+  double divisor = 1.0;
+  if (p.reduction == Reduction::Mean) divisor = static_cast<double>(N) * static_cast<double>(C);
+  if (p.reduction == Reduction::BatchMean) divisor = static_cast<double>(N);
+  const double factor = p.grad_scale / divisor;
+  float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;  // dense [N*C]
+
+  std::vector<double> parts;
+  const bool ok = for_each_row(N, C, threads, parts, [&] {
+    return [&](std::int64_t n) -> double {
+      const S* qr = q + n * stride;
+      const S* tr = t + n * stride;
+      S* gr = grad != nullptr ? grad + n * stride : nullptr;
+      double acc = 0.0;
+      for (std::int64_t c = 0; c < C; ++c) {
+        double dq;
+        const double l = kl_div_element(IO::load(qr, c), IO::load(tr, c), log_target, dq);
+        acc += l;
+        if (loss_none != nullptr) loss_none[n * C + c] = static_cast<float>(l);
+        if (gr != nullptr) IO::store(gr, c, dq * factor);
+      }
+      return acc;
+    };
+  });
+  if (!ok) return Status::OutOfMemory;
+  return finish(p, out, sum_in_order(parts), divisor, 0);
+}
+
+// ---- kl_div_logits -----------------------------------------------------------------------------------
+// p = softmax(u/T), q = softmax(s/T): ℓ_n = T²·Σ_c p_c·(log p_c − log q_c) (p_c = 0 terms are 0),
+// ∂ℓ_n/∂s_c = T·(q_c − p_c).
+template <class IO>
+Status kl_div_logits(const RowwiseProblem& p, const LossOutputs& out, int threads) {
+  using S = typename IO::storage;
+  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const S* student = static_cast<const S*>(p.input);
+  const S* teacher = static_cast<const S*>(p.target);
+  S* grad = static_cast<S*>(out.grad);
+  const double T = p.params.temperature;
+  const double inv_t = 1.0 / T;
+  double divisor = 1.0;
+  if (p.reduction == Reduction::Mean) divisor = static_cast<double>(N) * static_cast<double>(C);
+  if (p.reduction == Reduction::BatchMean) divisor = static_cast<double>(N);
+  const double gfactor = T * p.grad_scale / divisor;
+  float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
+
+  std::vector<double> parts;
+  const bool ok = for_each_row(N, C, threads, parts, [&] {
+    const std::size_t Cs = static_cast<std::size_t>(C);
+    return [&, a = std::vector<double>(Cs), b = std::vector<double>(Cs), ea = std::vector<double>(Cs),
+            eb = std::vector<double>(Cs)](std::int64_t n) mutable -> double {
+      const S* sr = student + n * stride;
+      const S* ur = teacher + n * stride;
+      for (std::int64_t c = 0; c < C; ++c) {
+        a[c] = IO::load(ur, c) * inv_t;
+        b[c] = IO::load(sr, c) * inv_t;
+      }
+      double sum_a, sum_b;
+      const double lse_a = row_logsumexp(a.data(), C, ea.data(), &sum_a);
+      const double lse_b = row_logsumexp(b.data(), C, eb.data(), &sum_b);
+      const double inv_sa = 1.0 / sum_a, inv_sb = 1.0 / sum_b;
+      double acc = 0.0;
+      S* gr = grad != nullptr ? grad + n * stride : nullptr;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double pc = ea[c] * inv_sa, qc = eb[c] * inv_sb;
+        if (pc != 0.0) acc += pc * ((a[c] - lse_a) - (b[c] - lse_b));
+        if (gr != nullptr) IO::store(gr, c, (qc - pc) * gfactor);
+      }
+      const double loss = T * T * acc;
+      if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
+      return loss;
+    };
+  });
+  if (!ok) return Status::OutOfMemory;
+  return finish(p, out, sum_in_order(parts), divisor, 0);
+}
+
+template <class IO>
+Status run_rowwise(const RowwiseProblem& p, const LossOutputs& out, int threads) {
+  switch (p.loss) {
+    case Loss::CrossEntropy:
+      return p.labels != nullptr ? cross_entropy_sparse<IO>(p, out, threads) : cross_entropy_soft<IO>(p, out, threads);
+    case Loss::NLL: return nll<IO>(p, out, threads);
+    case Loss::KLDiv: return kl_div<IO>(p, out, threads);
+    case Loss::KLDivLogits: return kl_div_logits<IO>(p, out, threads);
+    default: return Status::InvalidArgument;  // not a row-wise loss (validate() never passes one)
+  }
+}
+
+}  // namespace
+
+Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept {
+  try {
+    Status status = Status::InvalidArgument;  // unknown dtype (validate() never passes one)
+    cpu::visit_value_dtype(problem.dtype, [&](auto io) {
+      status = run_rowwise<decltype(io)>(problem, outputs, threads < 1 ? 1 : threads);
+    });
+    return status;
+  } catch (...) {
+    return Status::OutOfMemory;  // std::bad_alloc for the partials: host memory exhausted
+  }
+}
+
+}  // namespace detail
+}  // namespace fusedloss
