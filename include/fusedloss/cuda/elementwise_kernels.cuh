@@ -123,26 +123,38 @@ struct Pack<__nv_bfloat16> {
   }
 };
 
-/// Loads V consecutive values at p + i (vector: one 16-byte load; else bounds-checked scalars,
-/// 0 beyond `lim`).
+__device__ __forceinline__ unsigned raw_bits(float v) { return __float_as_uint(v); }
+__device__ __forceinline__ unsigned raw_bits(__half v) { return static_cast<unsigned>(__half_as_ushort(v)); }
+__device__ __forceinline__ unsigned raw_bits(__nv_bfloat16 v) {
+  return static_cast<unsigned>(__bfloat16_as_ushort(v));
+}
+
+/// The bits of the V values at p + i as one 16-byte pack: a single vector load when `vec`, else
+/// bounds-checked scalar loads of the same bits (zero bits, i.e. +0.0, beyond `lim`). Both paths
+/// produce the same pack, so everything downstream is one code path.
 template <class S, bool kReadOnly>
-__device__ __forceinline__ void load_lanes(const S* p, std::int64_t i, bool vec, int lim,
-                                           float (&out)[Pack<S>::kLanes]) {
+__device__ __forceinline__ uint4 load_pack(const S* p, std::int64_t i, bool vec, int lim) {
   constexpr int V = Pack<S>::kLanes;
   if (vec) {
     const uint4* q = reinterpret_cast<const uint4*>(p + i);
-    uint4 r;
     if constexpr (kReadOnly) {
-      r = __ldg(q);
+      return __ldg(q);
     } else {
-      r = *q;  // the input may alias the gradient: a coherent load
+      return *q;  // the input may alias the gradient: a coherent load
     }
-#pragma unroll
-    for (int k = 0; k < V; ++k) out[k] = Pack<S>::get(r, k);
-  } else {
-#pragma unroll
-    for (int k = 0; k < V; ++k) out[k] = k < lim ? to_f32(p[i + k]) : 0.0f;
   }
+  unsigned w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    if (k < lim) {
+      if constexpr (V == 4) {
+        w[k] = raw_bits(p[i + k]);
+      } else {
+        w[k >> 1] |= raw_bits(p[i + k]) << ((k & 1) * 16);
+      }
+    }
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // ---- the kernel ---------------------------------------------------------------------------
@@ -166,27 +178,38 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
   for (std::int64_t tile = blockIdx.x; tile < a.tiles; tile += gridDim.x) {
     const std::int64_t tile_base = tile * kTileElements;
     const bool vec = a.vector_ok && tile_base + kTileElements <= n;
-    std::int64_t tile_col = 0;
-    if constexpr (kPosCol) tile_col = tile_base % a.columns;  // uniform: once per tile
-    float acc = 0.0f;
-    int bad = 0;
 
+    // 1. Issue every load of this thread's share of the tile before any store, so all of them
+    //    are in flight at once. Safe with grad == x: a thread reads exactly the elements it
+    //    later writes, and no other thread touches them.
+    uint4 px[kSteps], py[kSteps], pk_w[kSteps];
+    int lims[kSteps];
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
-      const int off = (j * kBlockThreads + static_cast<int>(threadIdx.x)) * V;
-      const std::int64_t i = tile_base + off;
+      const std::int64_t i = tile_base + (j * kBlockThreads + static_cast<int>(threadIdx.x)) * V;
       int lim = V;
       if (!vec) {
         const std::int64_t left = n - i;
         lim = left <= 0 ? 0 : (left >= V ? V : static_cast<int>(left));
       }
+      lims[j] = lim;
+      px[j] = load_pack<S, false>(a.x, i, vec, lim);
+      py[j] = load_pack<S, true>(a.y, i, vec, lim);
+      if constexpr (kW) pk_w[j] = load_pack<S, true>(a.w, i, vec, lim);
+    }
 
-      float xs[V], ys[V], ws[V];
-      load_lanes<S, false>(a.x, i, vec, lim, xs);
-      load_lanes<S, true>(a.y, i, vec, lim, ys);
-      if constexpr (kW) load_lanes<S, true>(a.w, i, vec, lim, ws);
+    // 2. Evaluate, accumulate (fixed order: step, then lane), store.
+    std::int64_t tile_col = 0;
+    if constexpr (kPosCol) tile_col = tile_base % a.columns;  // uniform: once per tile
+    float acc = 0.0f;
+    int bad = 0;
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      const int off = (j * kBlockThreads + static_cast<int>(threadIdx.x)) * V;
+      const std::int64_t i = tile_base + off;
+      const int lim = lims[j];
 
-      float pws[V];
+      float pos[V];
       if constexpr (kPosCol) {
         // Column of element i; tile_col < columns and off < kTileElements, so 32-bit arithmetic
         // is exact whenever columns < 2^31 (always true in practice).
@@ -198,7 +221,7 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
         }
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          pws[k] = __ldg(a.pos_col + c);
+          pos[k] = __ldg(a.pos_col + c);
           c = (c + 1 == a.columns) ? 0 : c + 1;
         }
       }
@@ -206,26 +229,30 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
       float ls[V], gs[V];
 #pragma unroll
       for (int k = 0; k < V; ++k) {
+        const float x = Pack<S>::get(px[j], k);
+        const float y = Pack<S>::get(py[j], k);
+        float w = 1.0f;
+        if constexpr (kW) w = Pack<S>::get(pk_w[j], k);
         detail::ElementwiseOpParams<float> p = base_params;
-        if constexpr (kPosCol) p.pos_weight = pws[k];
+        if constexpr (kPosCol) p.pos_weight = pos[k];
         float l, d;
-        Op::eval(xs[k], ys[k], p, l, d);
+        Op::eval(x, y, p, l, d);
         if constexpr (kCount) {
-          if (!Op::valid(xs[k])) {  // invalid data: loss NaN, gradient 0, counted
+          if (!Op::valid(x)) {  // invalid data: loss NaN, gradient 0, counted
             l = __int_as_float(0x7fc00000);
             d = 0.0f;
             bad += k < lim ? 1 : 0;
           }
         }
         if constexpr (kLoss) {
-          const float wl = kW ? __fmul_rn(ws[k], l) : l;
+          const float wl = kW ? __fmul_rn(w, l) : l;
           ls[k] = wl;
           if constexpr (kMode == Mode::Reduce) acc = __fadd_rn(acc, k < lim ? wl : 0.0f);
         }
         if constexpr (kGrad) {
-          const float wd = kW ? __fmul_rn(d, ws[k]) : d;
+          const float wd = kW ? __fmul_rn(d, w) : d;
           float g = __fmul_rn(wd, scale);
-          if constexpr (kMode == Mode::GradOnly) g = scale == 0.0f ? 0.0f : g;  // rmse, L = 0: defined as 0
+          if constexpr (kMode == Mode::GradOnly) g = scale == 0.0f ? 0.0f : g;  // rmse, L == 0: defined as 0
           gs[k] = g;
         }
       }
@@ -235,7 +262,8 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
         if constexpr (kMode == Mode::PerElement) {
 #pragma unroll
           for (int q = 0; q < V / 4; ++q)
-            reinterpret_cast<float4*>(a.loss + i)[q] = make_float4(ls[4 * q], ls[4 * q + 1], ls[4 * q + 2], ls[4 * q + 3]);
+            reinterpret_cast<float4*>(a.loss + i)[q] =
+                make_float4(ls[4 * q], ls[4 * q + 1], ls[4 * q + 2], ls[4 * q + 3]);
         }
       } else {
 #pragma unroll
