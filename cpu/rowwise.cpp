@@ -150,8 +150,13 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
       if (valid) {
         w_y = class_weight_at(cw, y);
         double sum_wz = 0.0;
-        if (eps > 0.0)
-          for (std::int64_t c = 0; c < C; ++c) sum_wz += class_weight_at(cw, c) * z[c];
+        if (eps > 0.0) {
+          for (std::int64_t c = 0; c < C; ++c) {
+            // A zero-weight class (e.g. padded vocabulary at −inf) contributes exactly 0.
+            const double wc = class_weight_at(cw, c);
+            if (wc != 0.0) sum_wz += wc * z[c];
+          }
+        }
         loss = sparse_ce_row_loss(lse, z[y], w_y, W, sum_wz, eps, inv_c, zl);
       }
       if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);

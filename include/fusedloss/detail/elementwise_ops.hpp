@@ -58,9 +58,10 @@ struct ElementwiseOp<Loss::MSLE> {
     using namespace math;
     // Negative values are clamped to 0 (PyTorch-style log1p of a clamped value), which also
     // keeps log1p away from its pole at -1; the clamp has zero derivative below 0.
-    const T d = log1p_(max_(x, T(0))) - log1p_(max_(y, T(0)));
+    // max_(0, v) keeps a NaN v (0 > NaN is false), so NaN inputs give a NaN loss and gradient.
+    const T d = log1p_(max_(T(0), x)) - log1p_(max_(T(0), y));
     loss = d * d;
-    dloss = x > T(0) ? T(2) * d / (T(1) + x) : T(0);
+    dloss = x <= T(0) ? T(0) : T(2) * d / (T(1) + x);
   }
 };
 
