@@ -79,6 +79,9 @@ TEST_P(CpuPropertyGradientRowsSumToZero, ForEveryRow) {
   const RunResult r = in.run();
   ASSERT_EQ(r.status, Status::Success);
   // Each g_c is one rounding of a double into the dtype: |Σ_c g_c| <= Σ_c ulp(g_c) (+ double residue).
+  // A row whose gradient underflows to all zeros in fp16 (student ≈ teacher at C = 2, say)
+  // checks nothing; allow a few, but most rows must carry a real gradient.
+  std::int64_t zero_rows = 0;
   for (std::int64_t n = 0; n < N; ++n) {
     double s = 0, bound = 0, mag = 0;
     for (std::int64_t col = 0; col < c.C; ++col) {
@@ -87,9 +90,13 @@ TEST_P(CpuPropertyGradientRowsSumToZero, ForEveryRow) {
       bound += ulp(c.dtype, g);
       mag += std::fabs(g);
     }
-    ASSERT_GT(mag, 0) << "row " << n << " has an all-zero gradient: nothing is checked";
+    if (mag == 0) {
+      ++zero_rows;
+      continue;
+    }
     ASSERT_LE(std::fabs(s), bound + 1e-12 * mag) << "row " << n << ": Σ_c grad = " << s << " (Σ|g| = " << mag << ")";
   }
+  ASSERT_LE(zero_rows, N / 8) << "too many all-zero gradient rows: the property was barely checked";
 }
 
 INSTANTIATE_TEST_SUITE_P(All, CpuPropertyGradientRowsSumToZero, ::testing::ValuesIn(row_sum_cases()),
