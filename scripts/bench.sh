@@ -5,4 +5,4 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${BUILD_DIR:-$repo/build}
 bash "$repo/scripts/setup.sh"
-exec "$build_dir/cli/fusedloss" bench "$@"
+exec "$build_dir/fusedloss" bench "$@"

@@ -8,7 +8,7 @@
 //   p.n = n; p.input = d_pred; p.target = d_target; p.reduction = fusedloss::Reduction::Mean;
 //   fusedloss::LossOutputs out; out.loss = d_loss; out.grad = d_pred;   // in-place gradient
 //   fusedloss::ExecutionConfig cfg; cfg.stream = stream;
-//   size_t bytes = 0; fusedloss::workspace_size(p, cfg, &bytes);       // phase 1
+//   size_t bytes = 0; fusedloss::workspace_size(p, out, cfg, &bytes);  // phase 1
 //   cfg.workspace = d_ws; cfg.workspace_bytes = bytes;
 //   fusedloss::Status s = fusedloss::compute(p, out, cfg);             // phase 2, async
 //
@@ -113,7 +113,8 @@ struct LossOutputs {
   /// Optional, cross_entropy only: float32 [N] logsumexp of each row's (softcapped) logits,
   /// reported for every row including ignored ones.
   float* lse = nullptr;
-  /// Optional: number of invalid data values (bad labels / bad BCE probabilities).
+  /// Optional: overwritten with this call's number of invalid data values (bad labels / bad
+  /// BCE probabilities); never accumulated across calls, so it needs no zeroing.
   std::int64_t* error_count = nullptr;
 };
 

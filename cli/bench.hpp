@@ -1,0 +1,90 @@
+// fusedloss CLI — `fusedloss bench`: the pieces shared by the CPU timer (bench.cpp) and the
+// CUDA timer (bench_cuda.cu, compiled only with the CUDA path). Kept free of nlohmann-json and
+// CLI11 so the .cu file stays a plain nvcc translation unit.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fusedloss/api.hpp"
+
+namespace fusedloss_cli {
+
+/// One point of the sweep.
+struct BenchCase {
+  fusedloss::Loss loss = fusedloss::Loss::MSE;
+  fusedloss::DType dtype = fusedloss::DType::Float32;
+  bool rowwise = false;
+  std::int64_t n = 0;  ///< elements: n (elementwise) or rows × classes
+  std::int64_t rows = 0, classes = 0;
+  fusedloss::Reduction reduction = fusedloss::Reduction::Mean;  ///< resolved
+  bool weighted = false;  ///< per-element weights (elementwise only)
+  bool inplace = false;   ///< gradient written over the input
+  bool soft = false;      ///< cross_entropy with dense targets
+  fusedloss::DType label_dtype = fusedloss::DType::Int64;
+
+  std::vector<std::int64_t> shape() const;  ///< {n} or {rows, classes}
+  std::string shape_text() const;           ///< "1048576" or "16384x128256"
+};
+
+/// Bytes the fused call must move at the least (the "effective bandwidth" numerator):
+///   elementwise: x + y (+ w) read, gradient written (+ the per-element loss for `none`);
+///   cross_entropy: logits read once, gradient written once, labels read (soft: + targets);
+///   nll: gradient written, the N label entries and N picked inputs read;
+///   kl_div / kl_div_logits: input and target read, gradient written.
+double traffic_bytes(const BenchCase& c);
+/// Bytes of one set of buffers (everything the case allocates per rotation slot).
+double buffer_set_bytes(const BenchCase& c);
+
+struct Timing {
+  bool valid = false;
+  double median_ms = 0, min_ms = 0, mean_ms = 0, max_ms = 0;
+  int samples = 0;
+};
+/// Summary statistics of samples in milliseconds.
+Timing summarize(std::vector<double> samples_ms);
+
+struct BenchSettings {
+  int warmup = 3;
+  int repeats = 20;               ///< samples per measurement (at most)
+  double max_case_seconds = 1.0;  ///< stop sampling a measurement after this long (at least 3 samples)
+  int threads = 0;                ///< CPU: threads of the fused call, the copy and the baseline
+  bool baseline = true;
+  double rotate_bytes = 0;        ///< rotate buffer sets until at least this many bytes are touched
+};
+
+struct CaseResult {
+  Timing fused, unfused, copy;
+  double fused_loss = 0, unfused_loss = 0;  ///< the first set's loss value, reduced cases only
+  bool has_loss_values = false;
+  std::string unfused_name;  ///< e.g. "thrust transform_reduce + transform"; empty: no baseline
+  int buffer_sets = 1;
+};
+
+struct BenchDevice {
+  std::string backend;  ///< "cuda" or "cpu"
+  std::string name;
+  int threads = 0;                       ///< CPU
+  std::string driver_version, runtime_version;  ///< CUDA
+  std::string compute_capability;
+  int sm_count = 0;
+  std::int64_t memory_bytes = 0, cache_bytes = 0;  ///< device memory / L2 (GPU), LLC (CPU)
+};
+
+class BenchRunner {
+ public:
+  virtual ~BenchRunner() = default;
+  virtual BenchDevice device() const = 0;
+  /// Times one case; throws RuntimeFailure on an error (out of memory: the message says so).
+  virtual CaseResult run(const BenchCase& c, const BenchSettings& s) = 0;
+  /// Whether the unfused baseline exists for a case.
+  virtual bool has_baseline(const BenchCase& c) const = 0;
+};
+
+std::unique_ptr<BenchRunner> make_cpu_runner(int threads);
+/// The CUDA timer; throws NoGpuError when this build has no CUDA path or no GPU is usable.
+std::unique_ptr<BenchRunner> make_cuda_runner();
+
+}  // namespace fusedloss_cli

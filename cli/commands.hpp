@@ -1,0 +1,64 @@
+// fusedloss CLI — the three subcommands. Each returns the process exit status and throws
+// UsageError / NoGpuError / RuntimeFailure for the caller (main) to report as one line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cli/problem.hpp"
+
+namespace fusedloss_cli {
+
+struct CommonLossOptions {
+  std::string loss;
+  std::string reduction;  ///< empty: the loss's default
+  std::string dtype;      ///< empty: from the input file (f2 → f16, else f32) / f32 for generated data
+  std::vector<std::string> params;
+  InputFiles files;
+  int threads = 0;  ///< CPU path threads (0 = all cores)
+};
+
+struct EvalOptions : CommonLossOptions {
+  std::string device;  ///< "cpu", "cuda" or empty (cuda when available, else cpu)
+  std::string out;
+  bool no_grad = false;
+  bool allow_invalid = false;
+  bool quiet = false;
+};
+
+struct ValidateOptions : CommonLossOptions {
+  std::string shape;  ///< for generated data
+  std::uint64_t seed = 1;
+  bool soft = false;
+  bool weighted = false;
+};
+
+struct BenchOptions {
+  std::string losses;  ///< comma list or "all"; empty: the default set
+  std::string dtypes;  ///< comma list; empty: f32,bf16
+  std::string sizes;   ///< elementwise sizes, comma list; empty: the device's default sweep
+  std::string shapes;  ///< row-wise N x C shapes, comma list; empty: the device's default sweep
+  std::string device;  ///< "cpu", "cuda" or empty
+  std::string reduction;
+  std::string json;
+  std::string commit;
+  int repeats = 0;  ///< 0: the device's default
+  int warmup = -1;  ///< -1: the device's default
+  double max_case_seconds = 0;  ///< 0: the device's default
+  int threads = 0;
+  bool weighted = false;
+  bool inplace = false;
+  bool soft = false;
+  bool no_baseline = false;
+  bool quick = false;
+};
+
+/// Resolves --device: "cuda" requires a usable GPU (NoGpuError), "" picks cuda when available.
+fusedloss::Backend resolve_device(const std::string& device);
+
+int run_eval(const EvalOptions& options);
+int run_validate(const ValidateOptions& options);
+int run_bench(const BenchOptions& options, const std::string& command_line);
+
+}  // namespace fusedloss_cli

@@ -1,0 +1,124 @@
+#include "cli/compare.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+namespace fusedloss_cli {
+
+using fusedloss::DType;
+
+Tolerance tolerance_for(DType dtype) {
+  if (dtype == DType::Float32) return Tolerance{1e-5, 1e-6, 0};
+  return Tolerance{1e-5, 1e-6, 1};  // fp16 / bf16
+}
+
+std::string tolerance_text(const Tolerance& tol, const std::string& kind, DType dtype) {
+  char buf[160];
+  if (kind != "grad") {
+    std::snprintf(buf, sizeof buf, "|d| <= %g*max(|ref|,mean|ref|)", tol.loss_rel);
+  } else if (tol.grad_ulp > 0) {
+    std::snprintf(buf, sizeof buf, "<= %d ulp %s or |d| <= %g*max|ref|", tol.grad_ulp, fusedloss::dtype_name(dtype),
+                  tol.grad_abs);
+  } else {
+    std::snprintf(buf, sizeof buf, "|d| <= %g*max|ref|", tol.grad_abs);
+  }
+  return buf;
+}
+
+namespace {
+
+std::uint32_t bits_at(const HostTensor& t, std::int64_t i) {
+  if (t.dtype == DType::Float32) {
+    std::uint32_t b;
+    std::memcpy(&b, t.bytes.data() + 4 * i, 4);
+    return b;
+  }
+  std::uint16_t b;
+  std::memcpy(&b, t.bytes.data() + 2 * i, 2);
+  return b;
+}
+
+}  // namespace
+
+std::int64_t ulp_distance_bits(std::uint32_t a, std::uint32_t b, DType dtype) {
+  const int width = dtype == DType::Float32 ? 32 : 16;
+  const std::uint32_t sign = 1u << (width - 1);
+  auto ordered = [&](std::uint32_t v) -> std::int64_t {
+    const std::int64_t magnitude = static_cast<std::int64_t>(v & (sign - 1u));
+    return (v & sign) ? -magnitude : magnitude;
+  };
+  const std::int64_t d = ordered(a) - ordered(b);
+  return d < 0 ? -d : d;
+}
+
+Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kind, const Tolerance& tol) {
+  Comparison c;
+  const std::int64_t n = ref.numel();
+  c.count = n;
+  if (n == 0) return c;
+  double max_ref = 0, sum_ref = 0;
+  std::int64_t finite_refs = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double r = get_value(ref, i);
+    if (std::isfinite(r)) {
+      max_ref = std::max(max_ref, std::fabs(r));
+      sum_ref += std::fabs(r);
+      ++finite_refs;
+    }
+  }
+  const double mean_ref = finite_refs ? sum_ref / static_cast<double>(finite_refs) : 0.0;
+  double worst_ratio = 0;  // exact agreement everywhere leaves worst = -1
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double g = get_value(got, i), r = get_value(ref, i);
+    double ratio = 0;  // error / allowed error
+    bool fail = false;
+    if (!std::isfinite(g) || !std::isfinite(r)) {
+      const bool same = (std::isnan(g) && std::isnan(r)) || g == r;
+      fail = !same;
+      ratio = same ? 0.0 : std::numeric_limits<double>::infinity();
+    } else {
+      const double d = std::fabs(g - r);
+      c.max_abs = std::max(c.max_abs, d);
+      if (r != 0) c.max_rel = std::max(c.max_rel, d / std::fabs(r));
+      else if (d != 0) c.max_rel = std::numeric_limits<double>::infinity();
+      const double ulps = static_cast<double>(ulp_distance_bits(bits_at(got, i), bits_at(ref, i), got.dtype));
+      c.max_ulp = std::max(c.max_ulp, ulps);
+      if (kind == CompareKind::Loss) {
+        const double allowed = tol.loss_rel * std::max(std::fabs(r), mean_ref);
+        ratio = d == 0 ? 0.0 : (allowed > 0 ? d / allowed : std::numeric_limits<double>::infinity());
+      } else {
+        const double allowed = tol.grad_abs * max_ref;
+        ratio = d == 0 ? 0.0 : (allowed > 0 ? d / allowed : std::numeric_limits<double>::infinity());
+        if (tol.grad_ulp > 0) ratio = std::min(ratio, ulps / tol.grad_ulp);
+      }
+      fail = ratio > 1.0;
+    }
+    if (fail) ++c.failures;
+    if (ratio > worst_ratio) {
+      worst_ratio = ratio;
+      c.worst = i;
+      c.worst_got = g;
+      c.worst_ref = r;
+    }
+  }
+  return c;
+}
+
+std::string index_string(std::int64_t flat, const std::vector<std::int64_t>& shape) {
+  if (flat < 0) return "-";
+  std::vector<std::int64_t> idx(shape.size());
+  for (std::size_t k = shape.size(); k-- > 0;) {
+    if (shape[k] > 0) {
+      idx[k] = flat % shape[k];
+      flat /= shape[k];
+    }
+  }
+  std::string s = "[";
+  for (std::size_t k = 0; k < idx.size(); ++k) s += (k ? ", " : "") + std::to_string(idx[k]);
+  return s + "]";
+}
+
+}  // namespace fusedloss_cli

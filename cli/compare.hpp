@@ -1,0 +1,57 @@
+// fusedloss CLI — GPU-vs-CPU comparison for `fusedloss validate`, and the documented tolerances.
+//
+// THE TOLERANCES (the one place they are defined; `fusedloss validate` prints them):
+//   loss and lse (float32 in every dtype, fp32 accumulation on the GPU, double on the CPU):
+//       |gpu − cpu| ≤ 1e-5 · max(|cpu|, mean|cpu|)                      (relative 1e-5)
+//     The mean|cpu| floor keeps per-row losses that are tiny next to their neighbours (a
+//     confidently right row of a `none` cross_entropy) from demanding more than fp32 can give.
+//   gradient, float32:   |gpu − cpu| ≤ 1e-6 · max|cpu grad|                (1e-6 · scale)
+//   gradient, fp16/bf16: within 1 unit in the last place of the dtype of the CPU result (which is
+//     the correctly rounded double result), or within the fp32 bound above (for values so small
+//     that the fp32 computation's absolute error exceeds their ulp).
+//   invalid data values: the two paths must count the same number.
+// NaN matches NaN and ±inf matches the same infinity; any other non-finite difference fails.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cli/tensor.hpp"
+
+namespace fusedloss_cli {
+
+struct Tolerance {
+  double loss_rel;      ///< loss / lse: |Δ| ≤ loss_rel · max(|ref|, mean|ref|)
+  double grad_abs;      ///< gradient: |Δ| ≤ grad_abs · max|ref|
+  int grad_ulp;         ///< gradient: or |Δ| ≤ grad_ulp ulps of the dtype (0: not used)
+};
+
+/// The documented tolerance for a dtype (see the table above).
+Tolerance tolerance_for(fusedloss::DType dtype);
+/// A human-readable form of the rule applied to `kind` ("loss", "lse", "grad").
+std::string tolerance_text(const Tolerance& tol, const std::string& kind, fusedloss::DType dtype);
+
+enum class CompareKind { Loss, Grad };
+
+struct Comparison {
+  double max_abs = 0;          ///< max |got − ref| over finite pairs
+  double max_rel = 0;          ///< max |got − ref| / |ref| (ref ≠ 0)
+  double max_ulp = 0;          ///< max ulp distance in the compared dtype
+  std::int64_t worst = -1;     ///< flat index with the largest error / allowed ratio (-1: all exact)
+  double worst_got = 0, worst_ref = 0;
+  std::int64_t failures = 0;   ///< elements outside the tolerance (non-finite mismatches included)
+  std::int64_t count = 0;
+  bool pass() const { return failures == 0; }
+};
+
+/// Compares `got` against `ref` (same dtype and shape). Loss arrays are float32; gradients are in
+/// the problem dtype, and ulps are counted in that dtype.
+Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kind, const Tolerance& tol);
+
+/// Ulp distance between two values stored in `dtype` bit patterns (float32, float16, bfloat16).
+std::int64_t ulp_distance_bits(std::uint32_t a, std::uint32_t b, fusedloss::DType dtype);
+
+/// "[12, 345]" for a flat index in a shape ("[]" for 0-d, "-" when index < 0).
+std::string index_string(std::int64_t flat, const std::vector<std::int64_t>& shape);
+
+}  // namespace fusedloss_cli
