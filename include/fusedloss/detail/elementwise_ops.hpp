@@ -71,15 +71,14 @@ struct ElementwiseOp<Loss::Huber> {
   template <class T>
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>& p, T& loss, T& dloss) {
     using namespace math;
+    // With c = min(|r|, δ) both pieces are one expression: c·(|r| − ½c) is ½r² below δ and
+    // δ(|r| − ½δ) above; sign(r)·c is r or δ·sign(r). Branch-free, so random residuals cost
+    // no mispredictions on the CPU; a NaN residual fails `a < δ` and stays NaN.
     const T r = x - y;
     const T a = abs_(r);
-    if (a < p.delta) {
-      loss = T(0.5) * r * r;
-      dloss = r;
-    } else {
-      loss = p.delta * (a - T(0.5) * p.delta);
-      dloss = p.delta * sign_(r);
-    }
+    const T c = a < p.delta ? a : p.delta;
+    loss = c * (a - T(0.5) * c);
+    dloss = sign_(r) * c;
   }
 };
 
@@ -141,11 +140,13 @@ struct ElementwiseOp<Loss::Hinge> {
   static constexpr bool kHasInvalidInputs = false;
   template <class T>
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>&, T& loss, T& dloss) {
-    const T t = y > T(0) ? T(1) : T(-1);  // labels may be {0, 1} or {-1, 1}
+    const T t = T(2) * T(y > T(0)) - T(1);  // ±1: labels may be {0, 1} or {-1, 1}
     const T margin = T(1) - t * x;
-    // Written as "not <= 0" so a NaN margin propagates instead of reading as "no loss".
-    loss = margin <= T(0) ? T(0) : margin;
-    dloss = margin <= T(0) ? T(0) : (margin > T(0) ? -t : margin);  // 0 at the kink t·x = 1
+    // Selects instead of branches (random margins would mispredict on the CPU). A NaN margin
+    // propagates: `margin > 0` is false, and NaN·0 is NaN; `+ 0` turns −0 into +0.
+    const T active = T(margin > T(0));  // 0 at the kink t·x = 1
+    loss = margin * active + T(0);
+    dloss = margin == margin ? -t * active : margin;
   }
 };
 
@@ -154,9 +155,9 @@ struct ElementwiseOp<Loss::SquaredHinge> {
   static constexpr bool kHasInvalidInputs = false;
   template <class T>
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>&, T& loss, T& dloss) {
-    const T t = y > T(0) ? T(1) : T(-1);
+    const T t = T(2) * T(y > T(0)) - T(1);
     const T m = T(1) - t * x;
-    const T margin = m <= T(0) ? T(0) : m;  // NaN propagates
+    const T margin = m * T(m > T(0)) + T(0);  // max(0, m) with NaN propagating (NaN·0 = NaN)
     loss = margin * margin;
     dloss = T(-2) * t * margin;
   }
