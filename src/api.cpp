@@ -120,12 +120,32 @@ Status workspace_size_impl(const Problem& problem, const LossOutputs& outputs, c
 }
 
 #if FUSEDLOSS_WITH_CUDA
+bool is_empty(const ElementwiseProblem& p) { return p.n == 0; }
+bool is_empty(const RowwiseProblem& p) { return p.rows == 0; }
+
+/// An empty problem launches no kernel: its documented result (sum → 0, mean/batchmean → NaN,
+/// none → nothing; error count 0) is written with stream-ordered memsets, which graphs capture
+/// as memset nodes. 0xFF bytes are a quiet NaN (with the sign bit set).
+Status enqueue_empty_result(Reduction reduction, const LossOutputs& outputs, cudaStream_t stream) noexcept {
+  if (outputs.error_count != nullptr && cudaMemsetAsync(outputs.error_count, 0, sizeof(std::int64_t), stream) != cudaSuccess)
+    return Status::CudaError;
+  if (reduction != Reduction::None &&
+      cudaMemsetAsync(outputs.loss, reduction == Reduction::Sum ? 0x00 : 0xFF, sizeof(float), stream) != cudaSuccess)
+    return Status::CudaError;
+  return Status::Success;
+}
+
 /// Runs the CUDA path with the caller's workspace, or a stream-ordered one when allowed.
 template <class Problem>
 Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config,
                 bool allow_alloc) noexcept {
-  const std::size_t needed = detail::cuda_workspace_size(p);
   cudaStream_t stream = config.stream;
+  if (is_empty(p)) {
+    const Status s = enqueue_empty_result(p.reduction, outputs, stream);
+    if (s != Status::Success) cudaGetLastError();
+    return s;
+  }
+  const std::size_t needed = detail::cuda_workspace_size(p);
   if (needed <= config.workspace_bytes && (needed == 0 || config.workspace != nullptr)) {
     if (reinterpret_cast<std::uintptr_t>(config.workspace) % kWorkspaceAlignment != 0) return Status::InvalidArgument;
     return detail::cuda_compute(p, outputs, config.workspace, config.workspace_bytes, stream);

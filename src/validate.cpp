@@ -20,6 +20,10 @@ bool is_known_reduction(Reduction r) {
   return v >= static_cast<int>(Reduction::None) && v <= static_cast<int>(Reduction::Default);
 }
 bool finite(double v) { return std::isfinite(v); }
+/// Every buffer must be aligned to its element size (typed access on both backends).
+bool aligned(const void* ptr, std::size_t elem_bytes) {
+  return elem_bytes == 0 || reinterpret_cast<std::uintptr_t>(ptr) % elem_bytes == 0;
+}
 
 /// count * elem_bytes without overflow; false when it does not fit in int64.
 bool byte_size(std::int64_t count, std::size_t elem_bytes, std::int64_t* bytes) {
@@ -95,13 +99,22 @@ Status validate(const ElementwiseProblem& problem, const LossOutputs& out, Eleme
   if (loss_count > 0 && out.loss == nullptr) return Status::InvalidArgument;
   if (out.lse != nullptr) return Status::InvalidArgument;  // row-wise cross_entropy only
 
+  std::int64_t loss_bytes = 0, pos_bytes = 0;
+  if (!byte_size(loss_count, sizeof(float), &loss_bytes) || !byte_size(k.columns, sizeof(float), &pos_bytes))
+    return Status::InvalidArgument;
+  const std::size_t elem = dtype_size(p.dtype);
+  if (!aligned(p.input, elem) || !aligned(p.target, elem) || !aligned(p.weight, elem) || !aligned(out.grad, elem) ||
+      !aligned(k.pos_weight_per_column, sizeof(float)) || !aligned(out.loss, sizeof(float)) ||
+      !aligned(out.error_count, sizeof(std::int64_t)))
+    return Status::InvalidArgument;
+
   const Region regions[] = {
       {p.input, data_bytes, false},                                         // 0
       {p.target, data_bytes, false},                                        // 1
       {p.weight, p.weight ? data_bytes : 0, false},                         // 2
-      {k.pos_weight_per_column, k.columns * std::int64_t(sizeof(float)), false},  // 3
+      {k.pos_weight_per_column, pos_bytes, false},                          // 3
       {out.grad, out.grad ? data_bytes : 0, true},                          // 4
-      {out.loss, loss_count * std::int64_t(sizeof(float)), true},           // 5
+      {out.loss, loss_bytes, true},                                         // 5
       {out.error_count, out.error_count ? std::int64_t(sizeof(std::int64_t)) : 0, true},  // 6
   };
   if (!regions_disjoint(regions, 0, 4)) return Status::InvalidArgument;
@@ -160,16 +173,24 @@ Status validate(const RowwiseProblem& problem, const LossOutputs& out, RowwisePr
   if (loss_count > 0 && out.loss == nullptr) return Status::InvalidArgument;
   if (out.lse != nullptr && !ce) return Status::InvalidArgument;
 
-  std::int64_t label_bytes = 0;
+  std::int64_t label_bytes = 0, weight_bytes = 0, loss_bytes = 0, lse_bytes = 0;
   if (p.labels != nullptr && !byte_size(p.rows, dtype_size(p.label_dtype), &label_bytes)) return Status::InvalidArgument;
+  if (p.class_weight != nullptr && !byte_size(p.classes, sizeof(float), &weight_bytes)) return Status::InvalidArgument;
+  if (!byte_size(loss_count, sizeof(float), &loss_bytes)) return Status::InvalidArgument;
+  if (out.lse != nullptr && !byte_size(p.rows, sizeof(float), &lse_bytes)) return Status::InvalidArgument;
+  if (!aligned(p.input, elem) || !aligned(p.target, elem) || !aligned(out.grad, elem) ||
+      (p.labels != nullptr && !aligned(p.labels, dtype_size(p.label_dtype))) ||
+      !aligned(p.class_weight, sizeof(float)) || !aligned(out.loss, sizeof(float)) ||
+      !aligned(out.lse, sizeof(float)) || !aligned(out.error_count, sizeof(std::int64_t)))
+    return Status::InvalidArgument;
   const Region regions[] = {
       {p.input, span_bytes, false},                                          // 0
       {p.target, p.target ? span_bytes : 0, false},                          // 1
       {p.labels, label_bytes, false},                                        // 2
-      {p.class_weight, p.class_weight ? p.classes * std::int64_t(sizeof(float)) : 0, false},  // 3
+      {p.class_weight, weight_bytes, false},                                 // 3
       {out.grad, out.grad ? span_bytes : 0, true},                           // 4
-      {out.loss, loss_count * std::int64_t(sizeof(float)), true},            // 5
-      {out.lse, out.lse ? p.rows * std::int64_t(sizeof(float)) : 0, true},   // 6
+      {out.loss, loss_bytes, true},                                          // 5
+      {out.lse, lse_bytes, true},                                            // 6
       {out.error_count, out.error_count ? std::int64_t(sizeof(std::int64_t)) : 0, true},  // 7
   };
   if (!regions_disjoint(regions, 0, 4)) return Status::InvalidArgument;

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Installs the already-built fusedloss into a temporary prefix, then configures, builds and
-# runs tests/consumer against it with find_package — as a downstream project would.
+# Builds and runs tests/consumer against fusedloss as a downstream project would.
+#   run_consumer_test.sh package BUILD_DIR        install BUILD_DIR to a temporary prefix, find_package it
+#   run_consumer_test.sh fetchcontent SOURCE_DIR  pull the source tree in with FetchContent
 set -euo pipefail
-build_dir=$1
+mode=$1
 src_dir=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
-cmake -S "$src_dir" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$work/build" -j2 >/dev/null
+args=(-DFUSEDLOSS_CONSUMER_MODE="$mode" -DCMAKE_BUILD_TYPE=Release)
+if [ "$mode" = package ]; then
+  cmake --install "$2" --prefix "$work/prefix" >/dev/null
+  args+=(-DCMAKE_PREFIX_PATH="$work/prefix")
+else
+  args+=(-DFUSEDLOSS_SOURCE_DIR="$2")
+fi
+cmake -S "$src_dir" -B "$work/build" "${args[@]}" >/dev/null
+cmake --build "$work/build" -j2 --target consumer >/dev/null
 "$work/build/consumer"

@@ -140,7 +140,8 @@ struct ElementwiseOp<Loss::Hinge> {
   static constexpr bool kHasInvalidInputs = false;
   template <class T>
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>&, T& loss, T& dloss) {
-    const T t = T(2) * T(y > T(0)) - T(1);  // ±1: labels may be {0, 1} or {-1, 1}
+    // ±1 (labels may be {0, 1} or {-1, 1}); a NaN label stays NaN instead of reading as −1.
+    const T t = y == y ? T(2) * T(y > T(0)) - T(1) : y;
     const T margin = T(1) - t * x;
     // Selects instead of branches (random margins would mispredict on the CPU). A NaN margin
     // propagates: `margin > 0` is false, and NaN·0 is NaN; `+ 0` turns −0 into +0.
@@ -155,7 +156,7 @@ struct ElementwiseOp<Loss::SquaredHinge> {
   static constexpr bool kHasInvalidInputs = false;
   template <class T>
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>&, T& loss, T& dloss) {
-    const T t = T(2) * T(y > T(0)) - T(1);
+    const T t = y == y ? T(2) * T(y > T(0)) - T(1) : y;
     const T m = T(1) - t * x;
     const T margin = m * T(m > T(0)) + T(0);  // max(0, m) with NaN propagating (NaN·0 = NaN)
     loss = margin * margin;
