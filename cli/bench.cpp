@@ -82,6 +82,25 @@ double buffer_set_bytes(const BenchCase& c) {
   return bytes + n * e;  // dense target
 }
 
+double reduce_divisor(const BenchCase& c) {
+  switch (c.reduction) {
+    case Reduction::Mean:
+      if (c.rowwise && (c.loss == Loss::KLDiv || c.loss == Loss::KLDivLogits)) return static_cast<double>(c.n);
+      return static_cast<double>(c.rowwise ? c.rows : c.n);  // CE/nll: no ignored rows, unit weights
+    case Reduction::BatchMean: return static_cast<double>(c.rows);
+    default: return 1.0;
+  }
+}
+
+int rotation_sets(double rotate_bytes, double set_bytes) {
+  return static_cast<int>(std::clamp(std::ceil(rotate_bytes / std::max(1.0, set_bytes)), 1.0, 64.0));
+}
+
+bool has_unfused_baseline(const BenchCase& c) {
+  if (!c.rowwise) return true;
+  return (c.loss == Loss::CrossEntropy && !c.soft) || c.loss == Loss::NLL || c.loss == Loss::KLDiv;
+}
+
 Timing summarize(std::vector<double> ms) {
   Timing t;
   if (ms.empty()) return t;
@@ -208,16 +227,6 @@ std::int64_t label_at(const void* labels, DType dtype, std::int64_t i) {
   return dtype == DType::Int32 ? static_cast<const std::int32_t*>(labels)[i] : static_cast<const std::int64_t*>(labels)[i];
 }
 
-double reduce_divisor(const BenchCase& c) {
-  switch (c.reduction) {
-    case Reduction::Mean:
-      if (c.rowwise && (c.loss == Loss::KLDiv || c.loss == Loss::KLDivLogits)) return static_cast<double>(c.n);
-      return static_cast<double>(c.rowwise ? c.rows : c.n);  // CE/nll: no ignored rows, unit weights
-    case Reduction::BatchMean: return static_cast<double>(c.rows);
-    default: return 1.0;
-  }
-}
-
 struct HostSet {
   std::vector<unsigned char> x, y, w, labels, grad, loss;
 };
@@ -274,15 +283,11 @@ class CpuRunner : public BenchRunner {
     return d;
   }
 
-  bool has_baseline(const BenchCase& c) const override {
-    if (!c.rowwise) return true;
-    return (c.loss == Loss::CrossEntropy && !c.soft) || c.loss == Loss::NLL || c.loss == Loss::KLDiv;
-  }
+  bool has_baseline(const BenchCase& c) const override { return has_unfused_baseline(c); }
 
   CaseResult run(const BenchCase& c, const BenchSettings& s) override {
     CaseResult r;
-    const double set_bytes = std::max(1.0, buffer_set_bytes(c));
-    r.buffer_sets = static_cast<int>(std::clamp(std::ceil(s.rotate_bytes / set_bytes), 1.0, 64.0));
+    r.buffer_sets = rotation_sets(s.rotate_bytes, buffer_set_bytes(c));
     std::vector<HostSet> sets(static_cast<std::size_t>(r.buffer_sets));
     for (int k = 0; k < r.buffer_sets; ++k) allocate_and_fill(c, sets[static_cast<std::size_t>(k)], 1000 + k);
 
@@ -305,7 +310,7 @@ class CpuRunner : public BenchRunner {
 
     // Copy: a STREAM-style parallel copy of traffic/2 bytes (it moves the same traffic).
     const std::size_t copy_bytes = static_cast<std::size_t>(traffic_bytes(c) / 2);
-    const int copy_sets = static_cast<int>(std::clamp(std::ceil(s.rotate_bytes / std::max(1.0, 2.0 * copy_bytes)), 1.0, 64.0));
+    const int copy_sets = rotation_sets(s.rotate_bytes, 2.0 * copy_bytes);
     std::vector<std::vector<unsigned char>> src(static_cast<std::size_t>(copy_sets)), dst(src.size());
     for (std::size_t k = 0; k < src.size(); ++k) {
       src[k].assign(copy_bytes, static_cast<unsigned char>(k + 1));
@@ -393,31 +398,14 @@ class CpuRunner : public BenchRunner {
   }
 
   static fusedloss::Status call_fused(const BenchCase& c, HostSet& set, const fusedloss::ExecutionConfig& cfg) {
-    fusedloss::LossOutputs out;
-    out.loss = reinterpret_cast<float*>(set.loss.data());
-    out.grad = c.inplace ? static_cast<void*>(set.x.data()) : static_cast<void*>(set.grad.data());
-    if (!c.rowwise) {
-      fusedloss::ElementwiseProblem p;
-      p.loss = c.loss;
-      p.dtype = c.dtype;
-      p.n = c.n;
-      p.input = set.x.data();
-      p.target = set.y.data();
-      p.weight = c.weighted ? set.w.data() : nullptr;
-      p.reduction = c.reduction;
-      return fusedloss::compute(p, out, cfg);
-    }
-    fusedloss::RowwiseProblem p;
-    p.loss = c.loss;
-    p.dtype = c.dtype;
-    p.rows = c.rows;
-    p.classes = c.classes;
-    p.input = set.x.data();
-    p.labels = set.labels.empty() ? nullptr : set.labels.data();
-    p.label_dtype = c.label_dtype;
-    p.target = set.y.empty() ? nullptr : set.y.data();
-    p.reduction = c.reduction;
-    return fusedloss::compute(p, out, cfg);
+    BenchBuffers b;
+    b.x = set.x.data();
+    b.y = c.rowwise && set.y.empty() ? nullptr : set.y.data();
+    b.w = set.w.data();
+    b.labels = set.labels.empty() ? nullptr : set.labels.data();
+    b.grad = set.grad.data();
+    b.loss = reinterpret_cast<float*>(set.loss.data());
+    return with_bench_problem(c, b, [&](const auto& p, const auto& out) { return fusedloss::compute(p, out, cfg); });
   }
 
   /// Naive unfused reference timing: each stage is its own full pass over the data.
@@ -445,40 +433,55 @@ class CpuRunner : public BenchRunner {
     return value;
   }
 
-  template <class Op, class T>
-  double unfused_elementwise(const BenchCase& c, const T* x, const T* y, const T* w, T* g, float* loss_none) {
-    const fusedloss::detail::ElementwiseOpParams<float> params{};
-    const bool none = c.reduction == Reduction::None;
+  /// One pass: body(i) for i in [0, count), the range sliced over the team. `work` (the items the
+  /// pass touches) sets how many threads run (see ThreadTeam::run).
+  template <class Body>
+  void parallel_for(std::int64_t work, std::int64_t count, const Body& body) {
+    team_.run(work, kMinItemsPerThread, [&](int tid, int nt) {
+      const auto range = ThreadTeam::slice(count, tid, nt);
+      for (std::int64_t i = range.first; i < range.second; ++i) body(i);
+    });
+  }
+
+  /// One pass returning Σ term(i) over [0, count): per-thread partial sums in double, added in
+  /// thread order.
+  template <class Term>
+  double parallel_sum(std::int64_t work, std::int64_t count, const Term& term) {
     std::vector<double> partial(static_cast<std::size_t>(team_.size()), 0.0);
-    team_.run(c.n, kMinItemsPerThread, [&](int tid, int nt) {  // pass 1: the loss
-      const auto range = ThreadTeam::slice(c.n, tid, nt);
+    team_.run(work, kMinItemsPerThread, [&](int tid, int nt) {
+      const auto range = ThreadTeam::slice(count, tid, nt);
       double sum = 0;
-      for (std::int64_t i = range.first; i < range.second; ++i) {
-        float l, d;
-        Op::eval(ld(x, i), ld(y, i), params, l, d);
-        if (w) l *= ld(w, i);
-        if (none) loss_none[i] = l;
-        sum += l;
-      }
+      for (std::int64_t i = range.first; i < range.second; ++i) sum += term(i);
       partial[static_cast<std::size_t>(tid)] = sum;
     });
     double total = 0;
     for (double p : partial) total += p;
+    return total;
+  }
+
+  template <class Op, class T>
+  double unfused_elementwise(const BenchCase& c, const T* x, const T* y, const T* w, T* g, float* loss_none) {
+    const fusedloss::detail::ElementwiseOpParams<float> params{};
+    const bool none = c.reduction == Reduction::None;
+    const double total = parallel_sum(c.n, c.n, [&](std::int64_t i) {  // pass 1: the loss
+      float l, d;
+      Op::eval(ld(x, i), ld(y, i), params, l, d);
+      if (w) l *= ld(w, i);
+      if (none) loss_none[i] = l;
+      return l;
+    });
     float scale = static_cast<float>(1.0 / reduce_divisor(c));
     double value = total / reduce_divisor(c);
     if (c.loss == Loss::RMSE) {
       value = std::sqrt(total / static_cast<double>(c.n));
       scale = value > 0 ? static_cast<float>(1.0 / (2.0 * static_cast<double>(c.n) * value)) : 0.0f;
     }
-    team_.run(c.n, kMinItemsPerThread, [&](int tid, int nt) {  // pass 2: the gradient
-      const auto range = ThreadTeam::slice(c.n, tid, nt);
-      for (std::int64_t i = range.first; i < range.second; ++i) {
-        float l, d;
-        Op::eval(ld(x, i), ld(y, i), params, l, d);
-        d *= scale;
-        if (w) d *= ld(w, i);
-        st(g, i, d);
-      }
+    parallel_for(c.n, c.n, [&](std::int64_t i) {  // pass 2: the gradient
+      float l, d;
+      Op::eval(ld(x, i), ld(y, i), params, l, d);
+      d *= scale;
+      if (w) d *= ld(w, i);
+      st(g, i, d);
     });
     return value;
   }
@@ -487,46 +490,29 @@ class CpuRunner : public BenchRunner {
   double unfused_cross_entropy(const BenchCase& c, const T* z, const void* labels, T* g, float* loss_none) {
     const std::int64_t N = c.rows, C = c.classes;
     std::vector<float> row_max(static_cast<std::size_t>(N)), lse(static_cast<std::size_t>(N));
-    std::vector<double> partial(static_cast<std::size_t>(team_.size()), 0.0);
-    team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {  // pass 1: row max
-      const auto range = ThreadTeam::slice(N, tid, nt);
-      for (std::int64_t n = range.first; n < range.second; ++n) {
-        float m = -INFINITY;
-        for (std::int64_t k = 0; k < C; ++k) m = std::max(m, ld(z, n * C + k));
-        row_max[static_cast<std::size_t>(n)] = m;
-      }
+    parallel_for(N * C, N, [&](std::int64_t n) {  // pass 1: row max
+      float m = -INFINITY;
+      for (std::int64_t k = 0; k < C; ++k) m = std::max(m, ld(z, n * C + k));
+      row_max[static_cast<std::size_t>(n)] = m;
     });
-    team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {  // pass 2: logsumexp
-      const auto range = ThreadTeam::slice(N, tid, nt);
-      for (std::int64_t n = range.first; n < range.second; ++n) {
-        const float m = row_max[static_cast<std::size_t>(n)];
-        float s = 0;
-        for (std::int64_t k = 0; k < C; ++k) s += std::exp(ld(z, n * C + k) - m);
-        lse[static_cast<std::size_t>(n)] = m + std::log(s);
-      }
+    parallel_for(N * C, N, [&](std::int64_t n) {  // pass 2: logsumexp
+      const float m = row_max[static_cast<std::size_t>(n)];
+      float s = 0;
+      for (std::int64_t k = 0; k < C; ++k) s += std::exp(ld(z, n * C + k) - m);
+      lse[static_cast<std::size_t>(n)] = m + std::log(s);
     });
-    team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {  // pass 3: the loss (nll of log_softmax)
-      const auto range = ThreadTeam::slice(N, tid, nt);
-      double sum = 0;
-      for (std::int64_t n = range.first; n < range.second; ++n) {
-        const std::int64_t y = label_at(labels, c.label_dtype, n);
-        const float l = lse[static_cast<std::size_t>(n)] - ld(z, n * C + y);
-        if (c.reduction == Reduction::None) loss_none[n] = l;
-        sum += l;
-      }
-      partial[static_cast<std::size_t>(tid)] = sum;
+    const double total = parallel_sum(N * C, N, [&](std::int64_t n) {  // pass 3: the loss (nll of log_softmax)
+      const std::int64_t y = label_at(labels, c.label_dtype, n);
+      const float l = lse[static_cast<std::size_t>(n)] - ld(z, n * C + y);
+      if (c.reduction == Reduction::None) loss_none[n] = l;
+      return l;
     });
-    double total = 0;
-    for (double p : partial) total += p;
     const float scale = static_cast<float>(1.0 / reduce_divisor(c));
-    team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {  // pass 4: the gradient softmax − one-hot
-      const auto range = ThreadTeam::slice(N, tid, nt);
-      for (std::int64_t n = range.first; n < range.second; ++n) {
-        const std::int64_t y = label_at(labels, c.label_dtype, n);
-        const float l = lse[static_cast<std::size_t>(n)];
-        for (std::int64_t k = 0; k < C; ++k)
-          st(g, n * C + k, (std::exp(ld(z, n * C + k) - l) - (k == y ? 1.0f : 0.0f)) * scale);
-      }
+    parallel_for(N * C, N, [&](std::int64_t n) {  // pass 4: the gradient softmax − one-hot
+      const std::int64_t y = label_at(labels, c.label_dtype, n);
+      const float l = lse[static_cast<std::size_t>(n)];
+      for (std::int64_t k = 0; k < C; ++k)
+        st(g, n * C + k, (std::exp(ld(z, n * C + k) - l) - (k == y ? 1.0f : 0.0f)) * scale);
     });
     return total / reduce_divisor(c);
   }
@@ -534,52 +520,31 @@ class CpuRunner : public BenchRunner {
   template <class T>
   double unfused_nll(const BenchCase& c, const T* x, const void* labels, T* g, float* loss_none) {
     const std::int64_t N = c.rows, C = c.classes;
-    std::vector<double> partial(static_cast<std::size_t>(team_.size()), 0.0);
-    team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {  // pass 1: the loss
-      const auto range = ThreadTeam::slice(N, tid, nt);
-      double sum = 0;
-      for (std::int64_t n = range.first; n < range.second; ++n) {
-        const float l = -ld(x, n * C + label_at(labels, c.label_dtype, n));
-        if (c.reduction == Reduction::None) loss_none[n] = l;
-        sum += l;
-      }
-      partial[static_cast<std::size_t>(tid)] = sum;
+    const double total = parallel_sum(N * C, N, [&](std::int64_t n) {  // pass 1: the loss
+      const float l = -ld(x, n * C + label_at(labels, c.label_dtype, n));
+      if (c.reduction == Reduction::None) loss_none[n] = l;
+      return l;
     });
-    double total = 0;
-    for (double p : partial) total += p;
     const float scale = static_cast<float>(1.0 / reduce_divisor(c));
     team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {  // pass 2: zero the gradient, pass 3: scatter −scale
       const auto range = ThreadTeam::slice(N, tid, nt);
       for (std::int64_t i = range.first * C; i < range.second * C; ++i) st(g, i, 0.0f);
     });
-    team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {
-      const auto range = ThreadTeam::slice(N, tid, nt);
-      for (std::int64_t n = range.first; n < range.second; ++n) st(g, n * C + label_at(labels, c.label_dtype, n), -scale);
-    });
+    parallel_for(N * C, N,
+                 [&](std::int64_t n) { st(g, n * C + label_at(labels, c.label_dtype, n), -scale); });
     return total / reduce_divisor(c);
   }
 
   template <class T>
   double unfused_kl_div(const BenchCase& c, const T* q, const T* p, T* g, float* loss_none) {
-    std::vector<double> partial(static_cast<std::size_t>(team_.size()), 0.0);
-    team_.run(c.n, kMinItemsPerThread, [&](int tid, int nt) {  // pass 1: the loss
-      const auto range = ThreadTeam::slice(c.n, tid, nt);
-      double sum = 0;
-      for (std::int64_t i = range.first; i < range.second; ++i) {
-        float dq;
-        const float l = fusedloss::detail::kl_div_element(ld(q, i), ld(p, i), false, dq);
-        if (c.reduction == Reduction::None) loss_none[i] = l;
-        sum += l;
-      }
-      partial[static_cast<std::size_t>(tid)] = sum;
+    const double total = parallel_sum(c.n, c.n, [&](std::int64_t i) {  // pass 1: the loss
+      float dq;
+      const float l = fusedloss::detail::kl_div_element(ld(q, i), ld(p, i), false, dq);
+      if (c.reduction == Reduction::None) loss_none[i] = l;
+      return l;
     });
-    double total = 0;
-    for (double v : partial) total += v;
     const float scale = static_cast<float>(1.0 / reduce_divisor(c));
-    team_.run(c.n, kMinItemsPerThread, [&](int tid, int nt) {  // pass 2: the gradient −p
-      const auto range = ThreadTeam::slice(c.n, tid, nt);
-      for (std::int64_t i = range.first; i < range.second; ++i) st(g, i, -ld(p, i) * scale);
-    });
+    parallel_for(c.n, c.n, [&](std::int64_t i) { st(g, i, -ld(p, i) * scale); });  // pass 2: the gradient −p
     return total / reduce_divisor(c);
   }
 

@@ -37,6 +37,54 @@ struct BenchCase {
 double traffic_bytes(const BenchCase& c);
 /// Bytes of one set of buffers (everything the case allocates per rotation slot).
 double buffer_set_bytes(const BenchCase& c);
+/// The divisor of the case's reduction (1 for sum / none).
+double reduce_divisor(const BenchCase& c);
+/// How many sets of `set_bytes` to rotate through so that at least `rotate_bytes` are touched (1 to 64).
+int rotation_sets(double rotate_bytes, double set_bytes);
+/// Whether the timers have an unfused baseline for a case (the same on the CPU and the GPU).
+bool has_unfused_baseline(const BenchCase& c);
+
+/// One buffer set's pointers, as the fused call sees them.
+struct BenchBuffers {
+  void* x = nullptr;
+  const void* y = nullptr;       ///< target (elementwise, dense row-wise targets)
+  const void* w = nullptr;       ///< per-element weights: used only when the case is weighted
+  const void* labels = nullptr;  ///< row-wise class indices
+  void* grad = nullptr;          ///< not used for an in-place case: the gradient goes over x
+  float* loss = nullptr;
+  std::int64_t* error_count = nullptr;
+};
+
+/// Calls f(problem, outputs) with the case's ElementwiseProblem or RowwiseProblem over `b`.
+template <class F>
+fusedloss::Status with_bench_problem(const BenchCase& c, const BenchBuffers& b, F&& f) {
+  fusedloss::LossOutputs out;
+  out.loss = b.loss;
+  out.grad = c.inplace ? b.x : b.grad;
+  out.error_count = b.error_count;
+  if (!c.rowwise) {
+    fusedloss::ElementwiseProblem p;
+    p.loss = c.loss;
+    p.dtype = c.dtype;
+    p.n = c.n;
+    p.input = b.x;
+    p.target = b.y;
+    p.weight = c.weighted ? b.w : nullptr;
+    p.reduction = c.reduction;
+    return f(p, out);
+  }
+  fusedloss::RowwiseProblem p;
+  p.loss = c.loss;
+  p.dtype = c.dtype;
+  p.rows = c.rows;
+  p.classes = c.classes;
+  p.input = b.x;
+  p.labels = b.labels;
+  p.label_dtype = c.label_dtype;
+  p.target = b.y;
+  p.reduction = c.reduction;
+  return f(p, out);
+}
 
 struct Timing {
   bool valid = false;

@@ -200,18 +200,28 @@ __device__ __forceinline__ void eval_any(Loss loss, float x, float y, const fuse
   }
 }
 
+/// What the elementwise baseline's loss and gradient passes both read.
 template <class S>
-struct LossAt {
+struct ElementwiseInputs {
   Loss loss;
   const S* x;
   const S* y;
   const S* w;
-  float* loss_none;
   fusedloss::detail::ElementwiseOpParams<float> params;
+  /// The unweighted loss l and derivative d of element i.
+  __device__ void eval(std::int64_t i, float& l, float& d) const {
+    eval_any(loss, to_f32(x[i]), to_f32(y[i]), params, l, d);
+  }
+};
+
+template <class S>
+struct LossAt {
+  ElementwiseInputs<S> in;
+  float* loss_none;
   __device__ float operator()(std::int64_t i) const {
     float l, d;
-    eval_any(loss, to_f32(x[i]), to_f32(y[i]), params, l, d);
-    if (w != nullptr) l *= to_f32(w[i]);
+    in.eval(i, l, d);
+    if (in.w != nullptr) l *= to_f32(in.w[i]);
     if (loss_none != nullptr) loss_none[i] = l;
     return l;
   }
@@ -219,17 +229,13 @@ struct LossAt {
 
 template <class S>
 struct GradAt {
-  Loss loss;
-  const S* x;
-  const S* y;
-  const S* w;
+  ElementwiseInputs<S> in;
   float scale;
-  fusedloss::detail::ElementwiseOpParams<float> params;
   __device__ S operator()(std::int64_t i) const {
     float l, d;
-    eval_any(loss, to_f32(x[i]), to_f32(y[i]), params, l, d);
+    in.eval(i, l, d);
     d *= scale;
-    if (w != nullptr) d *= to_f32(w[i]);
+    if (in.w != nullptr) d *= to_f32(in.w[i]);
     return from_f32<S>(d);
   }
 };
@@ -341,16 +347,6 @@ struct KlGrad {
   __device__ S operator()(std::int64_t i) const { return from_f32<S>(-to_f32(p[i]) * scale); }
 };
 
-double reduce_divisor(const BenchCase& c) {
-  switch (c.reduction) {
-    case Reduction::Mean:
-      if (c.rowwise && (c.loss == Loss::KLDiv || c.loss == Loss::KLDivLogits)) return static_cast<double>(c.n);
-      return static_cast<double>(c.rowwise ? c.rows : c.n);
-    case Reduction::BatchMean: return static_cast<double>(c.rows);
-    default: return 1.0;
-  }
-}
-
 double loss_output_floats(const BenchCase& c) {
   if (c.reduction != Reduction::None) return 1;
   if (!c.rowwise || c.loss == Loss::KLDiv) return static_cast<double>(c.n);
@@ -388,10 +384,7 @@ class CudaRunner : public BenchRunner {
     return d;
   }
 
-  bool has_baseline(const BenchCase& c) const override {
-    if (!c.rowwise) return true;
-    return (c.loss == Loss::CrossEntropy && !c.soft) || c.loss == Loss::NLL || c.loss == Loss::KLDiv;
-  }
+  bool has_baseline(const BenchCase& c) const override { return has_unfused_baseline(c); }
 
   CaseResult run(const BenchCase& c, const BenchSettings& s) override {
     CaseResult r;
@@ -402,7 +395,7 @@ class CudaRunner : public BenchRunner {
     // 1. The copy ceiling, on its own buffers (freed before the problem's are allocated).
     {
       const std::size_t copy_bytes = static_cast<std::size_t>(traffic / 2);
-      int sets = static_cast<int>(std::clamp(std::ceil(s.rotate_bytes / std::max(1.0, 2.0 * copy_bytes)), 1.0, 64.0));
+      int sets = rotation_sets(s.rotate_bytes, 2.0 * copy_bytes);
       while (sets > 1 && 2.0 * copy_bytes * sets > budget) --sets;
       if (2.0 * copy_bytes * sets > budget)
         throw RuntimeFailure("not enough device memory for the copy (" + std::to_string(2 * copy_bytes) + " bytes)");
@@ -422,7 +415,7 @@ class CudaRunner : public BenchRunner {
     }
 
     // 2. The problem's buffer sets.
-    int sets = static_cast<int>(std::clamp(std::ceil(s.rotate_bytes / set_bytes), 1.0, 64.0));
+    int sets = rotation_sets(s.rotate_bytes, set_bytes);
     while (sets > 1 && set_bytes * sets > budget) --sets;
     if (set_bytes > budget)
       throw RuntimeFailure("not enough device memory: one buffer set needs " +
@@ -552,32 +545,15 @@ class CudaRunner : public BenchRunner {
   /// Calls f(problem, outputs) with the case's problem over `set`.
   template <class F>
   static fusedloss::Status with_problem(const BenchCase& c, DeviceSet& set, std::int64_t* errors, F&& f) {
-    fusedloss::LossOutputs out;
-    out.loss = set.loss.as<float>();
-    out.grad = c.inplace ? set.x.get() : set.grad.get();
-    out.error_count = errors;
-    if (!c.rowwise) {
-      fusedloss::ElementwiseProblem p;
-      p.loss = c.loss;
-      p.dtype = c.dtype;
-      p.n = c.n;
-      p.input = set.x.get();
-      p.target = set.y.get();
-      p.weight = c.weighted ? set.w.get() : nullptr;
-      p.reduction = c.reduction;
-      return f(p, out);
-    }
-    fusedloss::RowwiseProblem p;
-    p.loss = c.loss;
-    p.dtype = c.dtype;
-    p.rows = c.rows;
-    p.classes = c.classes;
-    p.input = set.x.get();
-    p.labels = set.labels.get();
-    p.label_dtype = c.label_dtype;
-    p.target = set.y.get();
-    p.reduction = c.reduction;
-    return f(p, out);
+    BenchBuffers b;
+    b.x = set.x.get();
+    b.y = set.y.get();
+    b.w = set.w.get();
+    b.labels = set.labels.get();
+    b.grad = set.grad.get();
+    b.loss = set.loss.as<float>();
+    b.error_count = errors;
+    return with_bench_problem(c, b, std::forward<F>(f));
   }
 
   double unfused(const BenchCase& c, DeviceSet& set) {
@@ -594,15 +570,15 @@ class CudaRunner : public BenchRunner {
       const double divisor = reduce_divisor(c);
       if (!c.rowwise) {
         {
-          const fusedloss::detail::ElementwiseOpParams<float> params{};
+          const ElementwiseInputs<S> in{c.loss, x, y, w, fusedloss::detail::ElementwiseOpParams<float>{}};
           // The gradient's scale is known up front (except for rmse), so the gradient pass goes
           // first and the host only waits for the reduction at the end; with an in-place
           // gradient the loss must be read before the input is overwritten.
           const bool grad_first = c.loss != Loss::RMSE && !c.inplace;
           const float scale = static_cast<float>(1.0 / divisor);
-          if (grad_first) thrust::transform(policy, first, first + c.n, g, GradAt<S>{c.loss, x, y, w, scale, params});
+          if (grad_first) thrust::transform(policy, first, first + c.n, g, GradAt<S>{in, scale});
           const float total = thrust::transform_reduce(
-              policy, first, first + c.n, LossAt<S>{c.loss, x, y, w, loss_none, params}, 0.0f, thrust::plus<float>());
+              policy, first, first + c.n, LossAt<S>{in, loss_none}, 0.0f, thrust::plus<float>());
           value = total / divisor;
           if (grad_first) return;
           float grad_scale = scale;
@@ -610,7 +586,7 @@ class CudaRunner : public BenchRunner {
             value = std::sqrt(static_cast<double>(total) / static_cast<double>(c.n));
             grad_scale = value > 0 ? static_cast<float>(1.0 / (2.0 * static_cast<double>(c.n) * value)) : 0.0f;
           }
-          thrust::transform(policy, first, first + c.n, g, GradAt<S>{c.loss, x, y, w, grad_scale, params});
+          thrust::transform(policy, first, first + c.n, g, GradAt<S>{in, grad_scale});
         }
         return;
       }

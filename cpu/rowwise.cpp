@@ -109,11 +109,41 @@ Status finish(const RowwiseProblem& p, const LossOutputs& out, double total, dou
 
 bool is_mean(Reduction r) { return r == Reduction::Mean || r == Reduction::BatchMean; }
 
+/// The shared tail of every row-wise loss: runs the rows (see for_each_row), sums the per-chunk
+/// partials in chunk order and writes the reduced loss / error count.
+template <class MakeRow>
+Status reduce_rows(const RowwiseProblem& p, const LossOutputs& out, int threads, double divisor, std::int64_t bad,
+                   const MakeRow& make_row) {
+  std::vector<double> parts;
+  if (!for_each_row(p.rows, p.classes, threads, parts, make_row)) return Status::OutOfMemory;
+  return finish(p, out, sum_in_order(parts), divisor, bad);
+}
+
+/// Gradient scaling of the label losses (sparse cross_entropy, nll): a mean divides by Σ w[y_n].
+struct LabelScale {
+  LabelStats stats;
+  bool zero_grad;  // mean over no weight (every row ignored / zero weight): the gradient is all zero
+  double factor;
+};
+
+LabelScale label_scale(const RowwiseProblem& p) {
+  const LabelStats stats = label_stats(p);
+  const bool mean = is_mean(p.reduction);
+  return {stats, mean && stats.weight_sum == 0.0, mean ? p.grad_scale / stats.weight_sum : p.grad_scale};
+}
+
+/// The divisor of kl_div / kl_div_logits: N·C for Mean, N for BatchMean, 1 otherwise.
+double kl_divisor(const RowwiseProblem& p) {
+  if (p.reduction == Reduction::Mean) return static_cast<double>(p.rows) * static_cast<double>(p.classes);
+  if (p.reduction == Reduction::BatchMean) return static_cast<double>(p.rows);
+  return 1.0;
+}
+
 // ---- cross_entropy, sparse labels --------------------------------------------------------------
 template <class IO>
 Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int threads) {
   using S = typename IO::storage;
-  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const std::int64_t C = p.classes, stride = p.row_stride;
   const S* x = static_cast<const S*>(p.input);
   S* grad = static_cast<S*>(out.grad);
   const float* cw = p.class_weight;
@@ -126,14 +156,12 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
     W = 0.0;
     for (std::int64_t c = 0; c < C; ++c) W += static_cast<double>(cw[c]);
   }
-  const LabelStats stats = label_stats(p);
-  const bool mean = is_mean(p.reduction);
-  const bool zero_grad = mean && stats.weight_sum == 0.0;  // every row ignored / zero weight
-  const double factor = mean ? p.grad_scale / stats.weight_sum : p.grad_scale;
+  const LabelScale scale = label_scale(p);
+  const bool zero_grad = scale.zero_grad;
+  const double factor = scale.factor;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
 
-  std::vector<double> parts;
-  const bool ok = for_each_row(N, C, threads, parts, [&] {
+  return reduce_rows(p, out, threads, scale.stats.weight_sum, scale.stats.bad, [&] {
     return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
             e = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
       const S* xr = x + n * stride;
@@ -180,8 +208,6 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
       return ignored ? 0.0 : loss;
     };
   });
-  if (!ok) return Status::OutOfMemory;
-  return finish(p, out, sum_in_order(parts), stats.weight_sum, stats.bad);
 }
 
 // ---- cross_entropy, soft (dense) targets --------------------------------------------------------
@@ -199,8 +225,7 @@ Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int t
   const double factor = is_mean(p.reduction) ? p.grad_scale / divisor : p.grad_scale;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
 
-  std::vector<double> parts;
-  const bool ok = for_each_row(N, C, threads, parts, [&] {
+  return reduce_rows(p, out, threads, divisor, 0, [&] {
     return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
             e = std::vector<double>(static_cast<std::size_t>(C)),
             wt = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
@@ -234,28 +259,24 @@ Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int t
       return loss;
     };
   });
-  if (!ok) return Status::OutOfMemory;
-  return finish(p, out, sum_in_order(parts), divisor, 0);
 }
 
 // ---- nll ------------------------------------------------------------------------------------------
 template <class IO>
 Status nll(const RowwiseProblem& p, const LossOutputs& out, int threads) {
   using S = typename IO::storage;
-  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const std::int64_t C = p.classes, stride = p.row_stride;
   const S* x = static_cast<const S*>(p.input);
   S* grad = static_cast<S*>(out.grad);
   const float* cw = p.class_weight;
   const std::int64_t ignore = p.params.ignore_index;
 
-  const LabelStats stats = label_stats(p);
-  const bool mean = is_mean(p.reduction);
-  const bool zero_grad = mean && stats.weight_sum == 0.0;
-  const double factor = mean ? p.grad_scale / stats.weight_sum : p.grad_scale;
+  const LabelScale scale = label_scale(p);
+  const bool zero_grad = scale.zero_grad;
+  const double factor = scale.factor;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
 
-  std::vector<double> parts;
-  const bool ok = for_each_row(N, C, threads, parts, [&] {
+  return reduce_rows(p, out, threads, scale.stats.weight_sum, scale.stats.bad, [&] {
     return [&](std::int64_t n) -> double {
       const std::int64_t y = load_label(p.labels, p.label_dtype, n);
       const bool ignored = y == ignore;
@@ -276,27 +297,22 @@ Status nll(const RowwiseProblem& p, const LossOutputs& out, int threads) {
       return ignored ? 0.0 : loss;
     };
   });
-  if (!ok) return Status::OutOfMemory;
-  return finish(p, out, sum_in_order(parts), stats.weight_sum, stats.bad);
 }
 
 // ---- kl_div ----------------------------------------------------------------------------------------
 template <class IO>
 Status kl_div(const RowwiseProblem& p, const LossOutputs& out, int threads) {
   using S = typename IO::storage;
-  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const std::int64_t C = p.classes, stride = p.row_stride;
   const S* q = static_cast<const S*>(p.input);
   const S* t = static_cast<const S*>(p.target);
   S* grad = static_cast<S*>(out.grad);
   const bool log_target = p.params.log_target;
-  double divisor = 1.0;
-  if (p.reduction == Reduction::Mean) divisor = static_cast<double>(N) * static_cast<double>(C);
-  if (p.reduction == Reduction::BatchMean) divisor = static_cast<double>(N);
+  const double divisor = kl_divisor(p);
   const double factor = p.grad_scale / divisor;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;  // dense [N*C]
 
-  std::vector<double> parts;
-  const bool ok = for_each_row(N, C, threads, parts, [&] {
+  return reduce_rows(p, out, threads, divisor, 0, [&] {
     return [&](std::int64_t n) -> double {
       const S* qr = q + n * stride;
       const S* tr = t + n * stride;
@@ -312,8 +328,6 @@ Status kl_div(const RowwiseProblem& p, const LossOutputs& out, int threads) {
       return acc;
     };
   });
-  if (!ok) return Status::OutOfMemory;
-  return finish(p, out, sum_in_order(parts), divisor, 0);
 }
 
 // ---- kl_div_logits -----------------------------------------------------------------------------------
@@ -322,20 +336,17 @@ Status kl_div(const RowwiseProblem& p, const LossOutputs& out, int threads) {
 template <class IO>
 Status kl_div_logits(const RowwiseProblem& p, const LossOutputs& out, int threads) {
   using S = typename IO::storage;
-  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const std::int64_t C = p.classes, stride = p.row_stride;
   const S* student = static_cast<const S*>(p.input);
   const S* teacher = static_cast<const S*>(p.target);
   S* grad = static_cast<S*>(out.grad);
   const double T = p.params.temperature;
   const double inv_t = 1.0 / T;
-  double divisor = 1.0;
-  if (p.reduction == Reduction::Mean) divisor = static_cast<double>(N) * static_cast<double>(C);
-  if (p.reduction == Reduction::BatchMean) divisor = static_cast<double>(N);
+  const double divisor = kl_divisor(p);
   const double gfactor = T * p.grad_scale / divisor;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
 
-  std::vector<double> parts;
-  const bool ok = for_each_row(N, C, threads, parts, [&] {
+  return reduce_rows(p, out, threads, divisor, 0, [&] {
     const std::size_t Cs = static_cast<std::size_t>(C);
     return [&, a = std::vector<double>(Cs), b = std::vector<double>(Cs), ea = std::vector<double>(Cs),
             eb = std::vector<double>(Cs)](std::int64_t n) mutable -> double {
@@ -361,8 +372,6 @@ Status kl_div_logits(const RowwiseProblem& p, const LossOutputs& out, int thread
       return loss;
     };
   });
-  if (!ok) return Status::OutOfMemory;
-  return finish(p, out, sum_in_order(parts), divisor, 0);
 }
 
 template <class IO>

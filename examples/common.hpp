@@ -504,4 +504,110 @@ inline double lr_at(long step, long steps, double lr) {
   return lr * (1.0 - 0.95 * f);
 }
 
+// ---------------------------------------------------------------------------------------
+// The training loop the examples share: data on the engine's side, the workspace, and the
+// steps themselves. Each example states only its data, its loss call and its evaluation.
+
+/// The training set on the engine's side. It is re-shuffled (on the host) every epoch; batches
+/// are consecutive slices of it, so a step copies no data.
+template <class Label>
+class ShuffledSet {
+ public:
+  ShuffledSet(Engine& e, Rng& rng, const std::vector<float>& x, const std::vector<Label>& y, long features)
+      : e_(e), rng_(rng), x_(x), y_(y), features_(features), rows_(static_cast<long>(y.size())),
+        d_x_(e.alloc(x.size())), d_y_(static_cast<Label*>(e.alloc_bytes(y.size() * sizeof(Label)))),
+        perm_(y.size()), xs_(x.size()), ys_(y.size()) {
+    for (long i = 0; i < rows_; ++i) perm_[static_cast<std::size_t>(i)] = i;
+  }
+
+  void shuffle_and_upload() {
+    rng_.shuffle(perm_);
+    for (long i = 0; i < rows_; ++i) {
+      const long src = perm_[static_cast<std::size_t>(i)];
+      std::copy_n(x_.data() + src * features_, features_, xs_.data() + i * features_);
+      ys_[static_cast<std::size_t>(i)] = y_[static_cast<std::size_t>(src)];
+    }
+    e_.upload(d_x_, xs_.data(), xs_.size() * sizeof(float));
+    e_.upload(d_y_, ys_.data(), ys_.size() * sizeof(Label));
+  }
+
+  long rows() const { return rows_; }
+  long features() const { return features_; }
+  const float* d_x() const { return d_x_; }
+  const Label* d_y() const { return d_y_; }
+  /// The shuffled labels / targets on the host, in the order of d_y().
+  const std::vector<Label>& y() const { return ys_; }
+
+ private:
+  Engine& e_;
+  Rng& rng_;
+  const std::vector<float>& x_;
+  const std::vector<Label>& y_;
+  long features_, rows_;
+  float* d_x_;
+  Label* d_y_;
+  std::vector<long> perm_;
+  std::vector<float> xs_;
+  std::vector<Label> ys_;
+};
+
+/// Phase 1, once, before the loop: the workspace depends on the shapes only. One buffer serves
+/// both the training step's loss call and the loss-only call over the whole training set (they
+/// are ordered on the same stream).
+template <class Problem>
+fusedloss::ExecutionConfig loss_config_with_workspace(Engine& e, const Problem& step,
+                                                      const fusedloss::LossOutputs& step_out, const Problem& full,
+                                                      const fusedloss::LossOutputs& full_out) {
+  fusedloss::ExecutionConfig config = e.loss_config();
+  std::size_t ws_step = 0, ws_full = 0;
+  check(fusedloss::workspace_size(step, step_out, config, &ws_step), "fusedloss::workspace_size");
+  check(fusedloss::workspace_size(full, full_out, config, &ws_full), "fusedloss::workspace_size");
+  config.workspace_bytes = std::max(ws_step, ws_full);
+  config.workspace = config.workspace_bytes ? e.alloc_bytes(config.workspace_bytes) : nullptr;
+  return config;
+}
+
+struct TrainOptions {
+  long steps, batch, print_every;
+  double lr;
+};
+
+/// Trains for opt.steps steps on batches of `train`: forward → fusedloss::compute(problem), which
+/// writes the step's loss into its slot of d_loss (print_every slots) and the gradient in place over
+/// model.output() → backward → Adam. set_batch_targets(y) points the problem at the batch's labels
+/// or targets. Every print_every steps (and after the last) calls report(step, batch_loss) with the
+/// mean batch loss since the previous report. Returns the seconds the loop took.
+template <class Label, class Problem, class SetBatchTargets, class Report>
+double run_training(Engine& e, Mlp& model, ShuffledSet<Label>& train, Problem& problem,
+                    fusedloss::LossOutputs& outputs, const fusedloss::ExecutionConfig& config, const TrainOptions& opt,
+                    float* d_loss, SetBatchTargets set_batch_targets, Report report) {
+  const long batches_per_epoch = train.rows() / opt.batch;
+  std::vector<float> loss_slots(static_cast<std::size_t>(opt.print_every));
+  const auto t0 = std::chrono::steady_clock::now();
+  long last_print = 0;
+  for (long step = 1; step <= opt.steps; ++step) {
+    const long b = (step - 1) % batches_per_epoch;
+    if (b == 0 && step > 1) train.shuffle_and_upload();  // a new epoch
+    const float* d_x = train.d_x() + b * opt.batch * train.features();
+
+    model.forward(d_x, static_cast<int>(opt.batch));
+    set_batch_targets(train.d_y() + b * opt.batch);
+    outputs.loss = d_loss + (step - 1) % opt.print_every;
+    check(fusedloss::compute(problem, outputs, config), "fusedloss::compute");  // async on the GPU
+    model.backward(d_x);
+    model.adam_step(step, lr_at(step, opt.steps, opt.lr));
+
+    if (step % opt.print_every == 0 || step == opt.steps) {
+      e.download(loss_slots.data(), d_loss, loss_slots.size() * sizeof(float));  // waits for the stream
+      double sum = 0.0;
+      for (long s = last_print + 1; s <= step; ++s)
+        sum += loss_slots[static_cast<std::size_t>((s - 1) % opt.print_every)];
+      const double batch_loss = sum / static_cast<double>(step - last_print);
+      last_print = step;
+      report(step, batch_loss);
+    }
+  }
+  return seconds_since(t0);
+}
+
 }  // namespace example

@@ -108,7 +108,6 @@ int main(int argc, char** argv) {
       n_train < batch)
     die("bad sizes (need steps >= 1, batch >= 1, classes >= 2, features >= 2, hidden >= 1, train >= batch)");
   n_train -= n_train % batch;
-  const long batches_per_epoch = n_train / batch;
 
   const bool gpu = choose_gpu(device);
   std::unique_ptr<Engine> engine = make_engine(gpu);
@@ -129,10 +128,8 @@ int main(int argc, char** argv) {
               label_smoothing);
   std::printf("device: %s\n\n", e.describe());
 
-  // Data on the engine's side. The training set is re-shuffled (on the host) every epoch;
-  // batches are consecutive slices of it, so a step copies no data.
-  float* d_xtrain = e.alloc(train.x.size());
-  std::int32_t* d_ytrain = e.alloc_i32(train.y.size());
+  // Data on the engine's side (see ShuffledSet).
+  ShuffledSet<std::int32_t> train_set(e, rng, train.x, train.y, features);
   float* d_xtest = e.alloc(test.x.size());
   e.upload(d_xtest, test.x.data(), test.x.size() * sizeof(float));
   const long n_eval = std::max(n_train, n_test);
@@ -148,7 +145,7 @@ int main(int argc, char** argv) {
   problem.rows = batch;
   problem.classes = classes;
   problem.input = model.output();  // logits [batch × classes]
-  problem.labels = d_ytrain;
+  problem.labels = train_set.d_y();
   problem.label_dtype = fusedloss::DType::Int32;
   problem.reduction = fusedloss::Reduction::Mean;
   problem.params.label_smoothing = label_smoothing;
@@ -163,36 +160,15 @@ int main(int argc, char** argv) {
   fusedloss::LossOutputs full_out;
   full_out.loss = d_full_loss;
 
-  // Phase 1, once, before the loop: the workspace depends on the shapes only. One buffer
-  // serves both calls (they are ordered on the same stream).
-  fusedloss::ExecutionConfig config = e.loss_config();
-  std::size_t ws_step = 0, ws_full = 0;
-  check(fusedloss::workspace_size(problem, outputs, config, &ws_step), "fusedloss::workspace_size");
-  check(fusedloss::workspace_size(full, full_out, config, &ws_full), "fusedloss::workspace_size");
-  config.workspace_bytes = std::max(ws_step, ws_full);
-  config.workspace = config.workspace_bytes ? e.alloc_bytes(config.workspace_bytes) : nullptr;
+  const fusedloss::ExecutionConfig config = loss_config_with_workspace(e, problem, outputs, full, full_out);
 
-  std::vector<long> perm(static_cast<std::size_t>(n_train));
-  for (long i = 0; i < n_train; ++i) perm[static_cast<std::size_t>(i)] = i;
-  std::vector<float> xs(train.x.size());
-  std::vector<std::int32_t> ys(train.y.size());
-  std::vector<float> loss_slots(static_cast<std::size_t>(print_every)), logits(static_cast<std::size_t>(n_eval) * classes);
+  std::vector<float> logits(static_cast<std::size_t>(n_eval) * classes);
 
-  auto shuffle_and_upload = [&]() {
-    rng.shuffle(perm);
-    for (long i = 0; i < n_train; ++i) {
-      const long src = perm[static_cast<std::size_t>(i)];
-      std::copy_n(train.x.data() + src * features, features, xs.data() + i * features);
-      ys[static_cast<std::size_t>(i)] = train.y[static_cast<std::size_t>(src)];
-    }
-    e.upload(d_xtrain, xs.data(), xs.size() * sizeof(float));
-    e.upload(d_ytrain, ys.data(), ys.size() * sizeof(std::int32_t));
-  };
   // Accuracy on a whole set (and, for the training set, its mean loss).
   auto evaluate = [&](const float* d_x, long n, const std::vector<std::int32_t>& y, double* loss) {
     model.forward(d_x, static_cast<int>(n), d_heval, d_zeval);
     if (loss) {
-      full.labels = d_ytrain;  // d_xtrain holds the shuffled copy, labels `ys` / d_ytrain
+      full.labels = train_set.d_y();  // train_set.d_x() holds the shuffled copy, labels train_set.y()
       check(fusedloss::compute(full, full_out, config), "fusedloss::compute");
     }
     e.download(logits.data(), d_zeval, static_cast<std::size_t>(n) * classes * sizeof(float));
@@ -205,39 +181,21 @@ int main(int argc, char** argv) {
   };
 
   std::printf("%8s  %10s  %10s  %9s  %9s\n", "step", "batch loss", "train loss", "train acc", "test acc");
-  shuffle_and_upload();
+  train_set.shuffle_and_upload();
   double first_loss = 0.0, train_loss = 0.0;
-  double train_acc = evaluate(d_xtrain, n_train, ys, &first_loss);
+  double train_acc = evaluate(train_set.d_x(), n_train, train_set.y(), &first_loss);
   double test_acc = evaluate(d_xtest, n_test, test.y, nullptr);
   std::printf("%8d  %10s  %10.4f  %8.1f%%  %8.1f%%\n", 0, "-", first_loss, 100.0 * train_acc, 100.0 * test_acc);
 
-  const auto t0 = std::chrono::steady_clock::now();
-  long last_print = 0;
-  for (long step = 1; step <= steps; ++step) {
-    const long b = (step - 1) % batches_per_epoch;
-    if (b == 0 && step > 1) shuffle_and_upload();  // a new epoch
-    const float* d_x = d_xtrain + b * batch * features;
-
-    model.forward(d_x, static_cast<int>(batch));
-    problem.labels = d_ytrain + b * batch;
-    outputs.loss = d_loss + (step - 1) % print_every;
-    check(fusedloss::compute(problem, outputs, config), "fusedloss::compute");  // async on the GPU
-    model.backward(d_x);
-    model.adam_step(step, lr_at(step, steps, lr));
-
-    if (step % print_every == 0 || step == steps) {
-      e.download(loss_slots.data(), d_loss, loss_slots.size() * sizeof(float));  // waits for the stream
-      double sum = 0.0;
-      for (long s = last_print + 1; s <= step; ++s) sum += loss_slots[static_cast<std::size_t>((s - 1) % print_every)];
-      const double batch_loss = sum / static_cast<double>(step - last_print);
-      last_print = step;
-      train_acc = evaluate(d_xtrain, n_train, ys, &train_loss);
-      test_acc = evaluate(d_xtest, n_test, test.y, nullptr);
-      std::printf("%8ld  %10.4f  %10.4f  %8.1f%%  %8.1f%%\n", step, batch_loss, train_loss, 100.0 * train_acc,
-                  100.0 * test_acc);
-    }
-  }
-  const double secs = seconds_since(t0);
+  const double secs = run_training(
+      e, model, train_set, problem, outputs, config, TrainOptions{steps, batch, print_every, lr}, d_loss,
+      [&](const std::int32_t* y) { problem.labels = y; },
+      [&](long step, double batch_loss) {
+        train_acc = evaluate(train_set.d_x(), n_train, train_set.y(), &train_loss);
+        test_acc = evaluate(d_xtest, n_test, test.y, nullptr);
+        std::printf("%8ld  %10.4f  %10.4f  %8.1f%%  %8.1f%%\n", step, batch_loss, train_loss, 100.0 * train_acc,
+                    100.0 * test_acc);
+      });
 
   const bool decreased = train_loss < first_loss;
   const bool accurate = test_acc >= min_accuracy;

@@ -83,7 +83,6 @@ int main(int argc, char** argv) {
   if (!fusedloss::parse_loss(loss_name.c_str(), &loss_kind) || !fusedloss::is_elementwise(loss_kind))
     die("--loss: not an elementwise fusedloss loss: " + loss_name);
   n_train -= n_train % batch;
-  const long batches_per_epoch = n_train / batch;
 
   const bool gpu = choose_gpu(device);
   std::unique_ptr<Engine> engine = make_engine(gpu);
@@ -113,8 +112,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", e.describe());
   std::printf("baseline: predicting the test mean gives test RMSE %.4f; the noise floor is %.4f\n\n", baseline, noise);
 
-  float* d_xtrain = e.alloc(train.x.size());
-  float* d_ytrain = e.alloc(train.y.size());
+  ShuffledSet<float> train_set(e, rng, train.x, train.y, features);
   float* d_xtest = e.alloc(test.x.size());
   e.upload(d_xtest, test.x.data(), test.x.size() * sizeof(float));
   const long n_eval = std::max(n_train, n_test);
@@ -129,7 +127,7 @@ int main(int argc, char** argv) {
   problem.dtype = fusedloss::DType::Float32;
   problem.n = batch;
   problem.input = model.output();  // predictions [batch]
-  problem.target = d_ytrain;
+  problem.target = train_set.d_y();
   problem.reduction = fusedloss::Reduction::Mean;
   problem.params.delta = delta;
   fusedloss::LossOutputs outputs;
@@ -143,34 +141,14 @@ int main(int argc, char** argv) {
   fusedloss::LossOutputs full_out;
   full_out.loss = d_full_loss;
 
-  // Phase 1, once, before the loop: the workspace depends on the shapes only. One buffer
-  // serves both calls (they are ordered on the same stream).
-  fusedloss::ExecutionConfig config = e.loss_config();
-  std::size_t ws_step = 0, ws_full = 0;
-  check(fusedloss::workspace_size(problem, outputs, config, &ws_step), "fusedloss::workspace_size");
-  check(fusedloss::workspace_size(full, full_out, config, &ws_full), "fusedloss::workspace_size");
-  config.workspace_bytes = std::max(ws_step, ws_full);
-  config.workspace = config.workspace_bytes ? e.alloc_bytes(config.workspace_bytes) : nullptr;
+  const fusedloss::ExecutionConfig config = loss_config_with_workspace(e, problem, outputs, full, full_out);
 
-  std::vector<long> perm(static_cast<std::size_t>(n_train));
-  for (long i = 0; i < n_train; ++i) perm[static_cast<std::size_t>(i)] = i;
-  std::vector<float> xs(train.x.size()), ys(train.y.size());
-  std::vector<float> loss_slots(static_cast<std::size_t>(print_every)), pred(static_cast<std::size_t>(n_test));
+  std::vector<float> pred(static_cast<std::size_t>(n_test));
 
-  auto shuffle_and_upload = [&]() {
-    rng.shuffle(perm);
-    for (long i = 0; i < n_train; ++i) {
-      const long src = perm[static_cast<std::size_t>(i)];
-      std::copy_n(train.x.data() + src * features, features, xs.data() + i * features);
-      ys[static_cast<std::size_t>(i)] = train.y[static_cast<std::size_t>(src)];
-    }
-    e.upload(d_xtrain, xs.data(), xs.size() * sizeof(float));
-    e.upload(d_ytrain, ys.data(), ys.size() * sizeof(float));
-  };
   // The mean training loss over the whole (outlier-laden) training set.
   auto train_loss_now = [&]() {
-    model.forward(d_xtrain, static_cast<int>(n_train), d_heval, d_peval);
-    full.target = d_ytrain;
+    model.forward(train_set.d_x(), static_cast<int>(n_train), d_heval, d_peval);
+    full.target = train_set.d_y();
     check(fusedloss::compute(full, full_out, config), "fusedloss::compute");
     float l = 0.0f;
     e.download(&l, d_full_loss, sizeof l);
@@ -184,37 +162,19 @@ int main(int argc, char** argv) {
   };
 
   std::printf("%8s  %10s  %10s  %9s\n", "step", "batch loss", "train loss", "test RMSE");
-  shuffle_and_upload();
+  train_set.shuffle_and_upload();
   const double first_loss = train_loss_now();
   double train_loss = first_loss, test_rmse = test_rmse_now();
   std::printf("%8d  %10s  %10.4f  %9.4f\n", 0, "-", first_loss, test_rmse);
 
-  const auto t0 = std::chrono::steady_clock::now();
-  long last_print = 0;
-  for (long step = 1; step <= steps; ++step) {
-    const long b = (step - 1) % batches_per_epoch;
-    if (b == 0 && step > 1) shuffle_and_upload();  // a new epoch
-    const float* d_x = d_xtrain + b * batch * features;
-
-    model.forward(d_x, static_cast<int>(batch));
-    problem.target = d_ytrain + b * batch;
-    outputs.loss = d_loss + (step - 1) % print_every;
-    check(fusedloss::compute(problem, outputs, config), "fusedloss::compute");  // async on the GPU
-    model.backward(d_x);
-    model.adam_step(step, lr_at(step, steps, lr));
-
-    if (step % print_every == 0 || step == steps) {
-      e.download(loss_slots.data(), d_loss, loss_slots.size() * sizeof(float));  // waits for the stream
-      double sum = 0.0;
-      for (long s = last_print + 1; s <= step; ++s) sum += loss_slots[static_cast<std::size_t>((s - 1) % print_every)];
-      const double batch_loss = sum / static_cast<double>(step - last_print);
-      last_print = step;
-      train_loss = train_loss_now();
-      test_rmse = test_rmse_now();
-      std::printf("%8ld  %10.4f  %10.4f  %9.4f\n", step, batch_loss, train_loss, test_rmse);
-    }
-  }
-  const double secs = seconds_since(t0);
+  const double secs = run_training(
+      e, model, train_set, problem, outputs, config, TrainOptions{steps, batch, print_every, lr}, d_loss,
+      [&](const float* y) { problem.target = y; },
+      [&](long step, double batch_loss) {
+        train_loss = train_loss_now();
+        test_rmse = test_rmse_now();
+        std::printf("%8ld  %10.4f  %10.4f  %9.4f\n", step, batch_loss, train_loss, test_rmse);
+      });
 
   const bool decreased = train_loss < first_loss;
   const bool accurate = test_rmse <= max_rmse;

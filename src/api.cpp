@@ -14,8 +14,6 @@
 namespace fusedloss {
 namespace {
 
-constexpr std::uintptr_t kWorkspaceAlignment = 256;
-
 enum class Space { None, Host, Device };
 
 #if FUSEDLOSS_WITH_CUDA
@@ -120,6 +118,8 @@ Status workspace_size_impl(const Problem& problem, const LossOutputs& outputs, c
 }
 
 #if FUSEDLOSS_WITH_CUDA
+constexpr std::uintptr_t kWorkspaceAlignment = 256;  // what the kernels assume of a caller's workspace
+
 bool is_empty(const ElementwiseProblem& p) { return p.n == 0; }
 bool is_empty(const RowwiseProblem& p) { return p.rows == 0; }
 
