@@ -210,7 +210,9 @@ bool query_cluster(RowKernel kernel, int device, int K) {
   if (major < 9 || cluster_launch == 0) return false;
   cudaFuncAttributes fa{};
   if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) return false;
-  if (fa.binaryVersion < 90) return false;  // the sm_80 / PTX-JIT build has an empty cluster kernel
+  // The cluster kernel's body exists only when compiled for sm_90+: a PTX JIT of compute_80 code
+  // reports binaryVersion 90 but ptxVersion 80 and would run the empty stub.
+  if (fa.binaryVersion < 90 || fa.ptxVersion < 90) return false;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(K), 1, 1);
   cfg.blockDim = dim3(rw::kMaxBlockThreads, 1, 1);

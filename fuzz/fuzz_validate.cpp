@@ -137,6 +137,10 @@ bool disjoint(const std::vector<Region>& rs, std::size_t grad_index) {
 bool value_dtype(int d) { return d >= 0 && d <= 2; }
 std::int64_t esize(int d) { return d == 0 ? 4 : 2; }
 bool finite(double v) { return std::isfinite(v); }
+// Options must survive float32 (the CUDA path's precision): positive ones in [FLT_MIN, FLT_MAX].
+bool pos_f(double v) { return v >= std::numeric_limits<float>::min() && v <= std::numeric_limits<float>::max(); }
+bool zpos_f(double v) { return v == 0 || pos_f(v); }
+bool mag_f(double v) { return std::fabs(v) <= std::numeric_limits<float>::max(); }
 
 struct Model {
   bool valid = false;
@@ -150,14 +154,14 @@ Model model(const fusedloss::ElementwiseProblem& p, const fusedloss::LossOutputs
   const Reduction r = p.reduction == Reduction::Default ? Reduction::Mean : p.reduction;
   if (r == Reduction::BatchMean) return m;
   if (p.loss == Loss::RMSE && r != Reduction::Mean) return m;
-  if (!finite(p.grad_scale)) return m;
+  if (!mag_f(p.grad_scale)) return m;
   std::int64_t data = 0, loss_bytes = 0, pos_bytes = 0;
   if (p.n < 0 || !mul_fits(p.n, esize(static_cast<int>(p.dtype)), &data)) return m;
   if (p.n > 0 && (p.input == nullptr || p.target == nullptr)) return m;
   const auto& k = p.params;
-  if ((p.loss == Loss::Huber || p.loss == Loss::PseudoHuber) && !(k.delta > 0 && finite(k.delta))) return m;
-  if (p.loss == Loss::SmoothL1 && !(k.beta >= 0 && finite(k.beta))) return m;
-  if (p.loss == Loss::BCEWithLogits && !(k.pos_weight > 0 && finite(k.pos_weight))) return m;
+  if ((p.loss == Loss::Huber || p.loss == Loss::PseudoHuber) && !pos_f(k.delta)) return m;
+  if (p.loss == Loss::SmoothL1 && !zpos_f(k.beta)) return m;
+  if (p.loss == Loss::BCEWithLogits && !pos_f(k.pos_weight)) return m;
   if (k.columns < 0) return m;
   if ((k.pos_weight_per_column != nullptr) != (k.columns > 0)) return m;
   if (k.pos_weight_per_column != nullptr && (p.loss != Loss::BCEWithLogits || p.n % k.columns != 0)) return m;
@@ -186,7 +190,7 @@ Model model(const fusedloss::RowwiseProblem& p, const fusedloss::LossOutputs& o)
              kll = p.loss == Loss::KLDivLogits;
   const Reduction r = p.reduction == Reduction::Default ? (kll ? Reduction::BatchMean : Reduction::Mean) : p.reduction;
   if (r == Reduction::BatchMean && !(kl || kll)) return m;
-  if (!finite(p.grad_scale)) return m;
+  if (!mag_f(p.grad_scale)) return m;
   if (p.rows < 0 || p.classes < 1 || p.row_stride < 0) return m;
   const std::int64_t stride = p.row_stride == 0 ? p.classes : p.row_stride;
   if (stride < p.classes) return m;
@@ -211,9 +215,9 @@ Model model(const fusedloss::RowwiseProblem& p, const fusedloss::LossOutputs& o)
   if (p.labels != nullptr && ld != 3 && ld != 4) return m;
   const auto& k = p.params;
   if (ce && !(k.label_smoothing >= 0 && k.label_smoothing <= 1)) return m;
-  if (ce && !(k.z_loss >= 0 && finite(k.z_loss))) return m;
-  if (ce && !(k.softcap >= 0 && finite(k.softcap))) return m;
-  if (kll && !(k.temperature > 0 && finite(k.temperature))) return m;
+  if (ce && !zpos_f(k.z_loss)) return m;
+  if (ce && !zpos_f(k.softcap)) return m;
+  if (kll && !pos_f(k.temperature)) return m;
   const std::int64_t count = r != Reduction::None ? 1 : (kl ? numel : p.rows);
   if (count > 0 && o.loss == nullptr) return m;
   if (o.lse != nullptr && !ce) return m;

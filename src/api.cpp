@@ -147,6 +147,7 @@ Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionCon
   }
   const std::size_t needed = detail::cuda_workspace_size(p);
   if (needed <= config.workspace_bytes && (needed == 0 || config.workspace != nullptr)) {
+    // A misaligned workspace is a caller bug even when this problem happens to need none.
     if (reinterpret_cast<std::uintptr_t>(config.workspace) % kWorkspaceAlignment != 0) return Status::InvalidArgument;
     return detail::cuda_compute(p, outputs, config.workspace, config.workspace_bytes, stream);
   }

@@ -19,7 +19,13 @@ bool is_known_reduction(Reduction r) {
   const int v = static_cast<int>(r);
   return v >= static_cast<int>(Reduction::None) && v <= static_cast<int>(Reduction::Default);
 }
-bool finite(double v) { return std::isfinite(v); }
+// Options are given as double but the CUDA path computes in float32: a value that would round
+// to 0 or overflow to inf there is rejected on both backends, so the two always agree.
+constexpr double kFloatMax = std::numeric_limits<float>::max();
+constexpr double kFloatMin = std::numeric_limits<float>::min();  // smallest normal float
+bool positive_float(double v) { return v >= kFloatMin && v <= kFloatMax; }  // false for NaN
+bool zero_or_positive_float(double v) { return v == 0 || positive_float(v); }
+bool float_magnitude(double v) { return std::fabs(v) <= kFloatMax; }  // false for NaN and ±inf
 /// Every buffer must be aligned to its element size (typed access on both backends).
 bool aligned(const void* ptr, std::size_t elem_bytes) {
   return elem_bytes == 0 || reinterpret_cast<std::uintptr_t>(ptr) % elem_bytes == 0;
@@ -77,17 +83,17 @@ Status validate(const ElementwiseProblem& problem, const LossOutputs& out, Eleme
   if (p.reduction == Reduction::Default) p.reduction = Reduction::Mean;
   if (p.reduction == Reduction::BatchMean) return Status::InvalidArgument;  // KL losses only
   if (p.loss == Loss::RMSE && p.reduction != Reduction::Mean) return Status::InvalidArgument;
-  if (!finite(p.grad_scale)) return Status::InvalidArgument;
+  if (!float_magnitude(p.grad_scale)) return Status::InvalidArgument;
 
   std::int64_t data_bytes = 0;
   if (p.n < 0 || !byte_size(p.n, dtype_size(p.dtype), &data_bytes)) return Status::InvalidArgument;
   if (p.n > 0 && (p.input == nullptr || p.target == nullptr)) return Status::InvalidArgument;
 
   const ElementwiseParams& k = p.params;
-  if ((p.loss == Loss::Huber || p.loss == Loss::PseudoHuber) && !(k.delta > 0 && finite(k.delta)))
+  if ((p.loss == Loss::Huber || p.loss == Loss::PseudoHuber) && !positive_float(k.delta))
     return Status::InvalidArgument;
-  if (p.loss == Loss::SmoothL1 && !(k.beta >= 0 && finite(k.beta))) return Status::InvalidArgument;
-  if (p.loss == Loss::BCEWithLogits && !(k.pos_weight > 0 && finite(k.pos_weight))) return Status::InvalidArgument;
+  if (p.loss == Loss::SmoothL1 && !zero_or_positive_float(k.beta)) return Status::InvalidArgument;
+  if (p.loss == Loss::BCEWithLogits && !positive_float(k.pos_weight)) return Status::InvalidArgument;
   // A per-column pos_weight is meaningful for bce_with_logits only, and must tile n exactly.
   if (k.columns < 0) return Status::InvalidArgument;
   if ((k.pos_weight_per_column != nullptr) != (k.columns > 0)) return Status::InvalidArgument;
@@ -131,7 +137,7 @@ Status validate(const RowwiseProblem& problem, const LossOutputs& out, RowwisePr
     return Status::InvalidArgument;
   if (p.reduction == Reduction::Default) p.reduction = kl_logits ? Reduction::BatchMean : Reduction::Mean;
   if (p.reduction == Reduction::BatchMean && !(kl || kl_logits)) return Status::InvalidArgument;
-  if (!finite(p.grad_scale)) return Status::InvalidArgument;
+  if (!float_magnitude(p.grad_scale)) return Status::InvalidArgument;
 
   // Shape: N >= 0 rows of C >= 1 classes, rows row_stride >= C elements apart.
   if (p.rows < 0 || p.classes < 1 || p.row_stride < 0) return Status::InvalidArgument;
@@ -164,10 +170,10 @@ Status validate(const RowwiseProblem& problem, const LossOutputs& out, RowwisePr
   const RowwiseParams& k = p.params;
   if (ce) {
     if (!(k.label_smoothing >= 0 && k.label_smoothing <= 1)) return Status::InvalidArgument;
-    if (!(k.z_loss >= 0 && finite(k.z_loss))) return Status::InvalidArgument;
-    if (!(k.softcap >= 0 && finite(k.softcap))) return Status::InvalidArgument;
+    if (!zero_or_positive_float(k.z_loss)) return Status::InvalidArgument;
+    if (!zero_or_positive_float(k.softcap)) return Status::InvalidArgument;
   }
-  if (kl_logits && !(k.temperature > 0 && finite(k.temperature))) return Status::InvalidArgument;
+  if (kl_logits && !positive_float(k.temperature)) return Status::InvalidArgument;
 
   const std::int64_t loss_count = loss_output_count(p);
   if (loss_count > 0 && out.loss == nullptr) return Status::InvalidArgument;

@@ -35,7 +35,9 @@
 
 namespace fusedloss {
 
-/// Options of the elementwise losses; each is read only by the losses named.
+/// Options of the elementwise losses; each is read only by the losses named. Options (and
+/// grad_scale) must be representable in float32, the CUDA path's precision: a positive option
+/// lies in [FLT_MIN, FLT_MAX] (1.2e-38 … 3.4e38), |grad_scale| <= FLT_MAX; else InvalidArgument.
 struct ElementwiseParams {
   double delta = 1.0;       ///< huber, pseudo_huber: > 0
   double beta = 1.0;        ///< smooth_l1: >= 0 (0 is L1)
@@ -59,11 +61,12 @@ struct ElementwiseProblem {
   const void* target = nullptr;  ///< [n]
   const void* weight = nullptr;  ///< [n] optional per-element weights (nullptr = 1)
   Reduction reduction = Reduction::Default;
-  double grad_scale = 1.0;  ///< the gradient is multiplied by this (e.g. a loss scale); any finite value
+  double grad_scale = 1.0;  ///< the gradient is multiplied by this (e.g. a loss scale); |grad_scale| <= FLT_MAX
   ElementwiseParams params{};
 };
 
-/// Options of the row-wise losses; each is read only by the losses named.
+/// Options of the row-wise losses; each is read only by the losses named. Positive options lie
+/// in [FLT_MIN, FLT_MAX] (see ElementwiseParams).
 struct RowwiseParams {
   std::int64_t ignore_index = -100;  ///< cross_entropy (sparse), nll
   double label_smoothing = 0.0;      ///< cross_entropy: in [0, 1]

@@ -237,8 +237,10 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
         if constexpr (kPosCol) p.pos_weight = pos[k];
         float l, d;
         Op::eval(x, y, p, l, d);
+        bool invalid = false;
         if constexpr (kCount) {
-          if (!Op::valid(x)) {  // invalid data: loss NaN, gradient 0, counted
+          if (!Op::valid(x)) {  // invalid data: loss NaN, gradient exactly 0 (also for w = inf), counted
+            invalid = true;
             l = __int_as_float(0x7fc00000);
             d = 0.0f;
             bad += k < lim ? 1 : 0;
@@ -253,6 +255,7 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
           const float wd = kW ? __fmul_rn(d, w) : d;
           float g = __fmul_rn(wd, scale);
           if constexpr (kMode == Mode::GradOnly) g = scale == 0.0f ? 0.0f : g;  // rmse, L == 0: defined as 0
+          if constexpr (kCount) g = invalid ? 0.0f : g;
           gs[k] = g;
         }
       }

@@ -919,7 +919,7 @@ __device__ __forceinline__ float soft_wt(float t, I c, I C, const float* w, cons
 }
 
 __device__ __forceinline__ float soft_ce_loss(float lse, float lse_rel, float swt, float swtz, const RowArgs& a) {
-  float l = swt * lse_rel - swtz;
+  float l = swt != 0.f ? swt * lse_rel - swtz : -swtz;  // a zero coefficient adds 0, even with lse = inf
   if (a.z_loss > 0.f) l += a.z_loss * lse * lse;
   return l;
 }
