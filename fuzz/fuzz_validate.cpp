@@ -136,7 +136,6 @@ bool disjoint(const std::vector<Region>& rs, std::size_t grad_index) {
 
 bool value_dtype(int d) { return d >= 0 && d <= 2; }
 std::int64_t esize(int d) { return d == 0 ? 4 : 2; }
-bool finite(double v) { return std::isfinite(v); }
 // Options must survive float32 (the CUDA path's precision): positive ones in [FLT_MIN, FLT_MAX].
 bool pos_f(double v) { return v >= std::numeric_limits<float>::min() && v <= std::numeric_limits<float>::max(); }
 bool zpos_f(double v) { return v == 0 || pos_f(v); }
