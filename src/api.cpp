@@ -1,5 +1,6 @@
 // The public entry points: validate → choose the backend → call it. The one place where a
 // runtime request becomes a backend call; the backends turn it into template instantiations.
+#include <array>
 #include <cstdint>
 #include <thread>
 
@@ -44,10 +45,18 @@ Space pointer_space(const void* ptr) noexcept {
 #endif
 }
 
+/// Every pointer a call reads or writes; they must all live in one memory space.
+using CallPointers = std::array<const void*, 8>;
+CallPointers call_pointers(const ElementwiseProblem& p, const LossOutputs& o) {
+  return {p.input, p.target, p.weight, p.params.pos_weight_per_column, o.loss, o.grad, o.lse, o.error_count};
+}
+CallPointers call_pointers(const RowwiseProblem& p, const LossOutputs& o) {
+  return {p.input, p.target, p.labels, p.class_weight, o.loss, o.grad, o.lse, o.error_count};
+}
+
 /// Picks the backend for the call's pointers. Auto follows the pointers (all host → CPU, all
 /// device → CUDA, a mix → InvalidArgument); an explicit choice is checked against them.
-template <std::size_t K>
-Status resolve_backend(Backend requested, const void* const (&pointers)[K], Backend* chosen) noexcept {
+Status resolve_backend(Backend requested, const CallPointers& pointers, Backend* chosen) noexcept {
   const int r = static_cast<int>(requested);
   if (r < static_cast<int>(Backend::Auto) || r > static_cast<int>(Backend::CUDA)) return Status::InvalidArgument;
   bool any_host = false, any_device = false;
@@ -80,26 +89,13 @@ int cpu_thread_count(const ExecutionConfig& config) noexcept {
   return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
-void collect(const ElementwiseProblem& p, const LossOutputs& o, const void* (&ptrs)[10]) {
-  const void* list[10] = {p.input, p.target, p.weight, p.params.pos_weight_per_column, o.loss, o.grad, o.lse,
-                          o.error_count, nullptr, nullptr};
-  for (int i = 0; i < 10; ++i) ptrs[i] = list[i];
-}
-void collect(const RowwiseProblem& p, const LossOutputs& o, const void* (&ptrs)[10]) {
-  const void* list[10] = {p.input, p.target, p.labels, p.class_weight, o.loss, o.grad, o.lse, o.error_count,
-                          nullptr, nullptr};
-  for (int i = 0; i < 10; ++i) ptrs[i] = list[i];
-}
-
 /// Validation + backend choice, common to every entry point.
 template <class Problem>
 Status prepare(const Problem& problem, const LossOutputs& outputs, const ExecutionConfig& config,
                Problem* normalised, Backend* backend) noexcept {
   const Status valid = detail::validate(problem, outputs, normalised);
   if (valid != Status::Success) return valid;
-  const void* pointers[10];
-  collect(problem, outputs, pointers);
-  return resolve_backend(config.backend, pointers, backend);
+  return resolve_backend(config.backend, call_pointers(problem, outputs), backend);
 }
 
 template <class Problem>
