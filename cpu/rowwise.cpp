@@ -191,11 +191,12 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
 
       if (grad != nullptr) {
         S* gr = grad + n * stride;
-        if (!valid || zero_grad) {
+        if (!valid || zero_grad || sparse_ce_grad_is_zero(w_y, eps, zl)) {
           for (std::int64_t c = 0; c < C; ++c) IO::store(gr, c, 0.0);
         } else {
           const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
-          const double a = k.a / sum_e;  // p_c·a = e_c·(a / Σe)
+          // p_c·a = e_c·(a / Σe); a +inf logit makes Σe = NaN (inf/inf), so the row is NaN throughout.
+          const double a = k.a / sum_e;
           for (std::int64_t c = 0; c < C; ++c) {
             double g = e[c] * a;
             if (c == y) g -= k.b;

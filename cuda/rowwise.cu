@@ -95,7 +95,10 @@ Determinism: every reduction has a fixed order (per-thread sequential, fixed shu
 warp partials in warp order, cluster partials in rank order, row losses and label partials in
 fixed chunks summed in double). No atomics at all. The strategy — hence the summation order —
 depends only on (C, dtype, pointer alignment classes, device), so the same call is bitwise
-reproducible run to run, in a CUDA graph, and on concurrent streams.
+reproducible run to run, in a CUDA graph, and on concurrent streams. One exception: a cluster
+launch that the driver refuses although the occupancy query allowed it (a partitioned device)
+falls back to the streaming kernel for that call and every later one in the process, so the
+calls before the first refusal can differ from later ones in the last bits.
 
 No host synchronisation, no allocation, no memset of the workspace (every slot is written
 before it is read), everything on `stream`: graph-capturable. The only host-side CUDA calls
@@ -246,6 +249,16 @@ bool cluster_ok(RowKernel kernel, ClusterCache* cache, int K) {
   return ok;
 }
 
+/// Records that the driver refused a cluster launch of size K on the current device.
+void cluster_refused(ClusterCache* cache, int K) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  if (device >= 0 && device < kMaxDevices) cache->state[device][K].store(2, std::memory_order_relaxed);
+}
+
 enum class Strategy { Warp, Block, Cluster, Stream, Scalar };
 
 struct Plan {
@@ -315,8 +328,10 @@ Status launch_plan(const KernelSet& ks, const Plan& plan, const rw::RowArgs& a, 
       cfg.numAttrs = 1;
       if (cudaLaunchKernelEx(&cfg, ks.cluster, a) != cudaSuccess) {
         // Refused despite the occupancy query (e.g. a partitioned device): the streaming kernel
-        // computes the same result with a second read of the row.
+        // computes the same values with a second read of the row, in another summation order,
+        // so the refusal is remembered and every later call of this shape streams too.
         cudaGetLastError();
+        cluster_refused(ks.cache, plan.cluster);
         ks.stream<<<static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), rw::kStreamThreads, 0, stream>>>(a);
       }
       break;

@@ -213,7 +213,7 @@ Model model(const fusedloss::RowwiseProblem& p, const fusedloss::LossOutputs& o)
   const int ld = static_cast<int>(p.label_dtype);
   if (p.labels != nullptr && ld != 3 && ld != 4) return m;
   const auto& k = p.params;
-  if (ce && !(k.label_smoothing >= 0 && k.label_smoothing <= 1)) return m;
+  if (ce && !(zpos_f(k.label_smoothing) && k.label_smoothing <= 1)) return m;
   if (ce && !zpos_f(k.z_loss)) return m;
   if (ce && !zpos_f(k.softcap)) return m;
   if (kll && !pos_f(k.temperature)) return m;

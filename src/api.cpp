@@ -15,7 +15,9 @@
 namespace fusedloss {
 namespace {
 
-enum class Space { None, Host, Device };
+/// Unknown: the CUDA runtime is in an error state (e.g. sticky after a kernel fault), so where the
+/// pointer lives cannot be told; OtherDevice: device memory of a device that is not current.
+enum class Space { None, Host, Device, OtherDevice, Unknown };
 
 #if FUSEDLOSS_WITH_CUDA
 bool cuda_device_present() noexcept {
@@ -34,12 +36,34 @@ Space pointer_space(const void* ptr) noexcept {
   if (ptr == nullptr) return Space::None;
 #if FUSEDLOSS_WITH_CUDA
   cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, ptr) != cudaSuccess) {
+  const cudaError_t e = cudaPointerGetAttributes(&attributes, ptr);
+  if (e != cudaSuccess) {
     cudaGetLastError();
-    return Space::Host;  // no driver / no device: it can only be host memory
+    switch (e) {
+      case cudaErrorNoDevice:
+      case cudaErrorInsufficientDriver:
+      case cudaErrorInitializationError:
+      case cudaErrorStubLibrary:
+      case cudaErrorSystemDriverMismatch:
+      case cudaErrorCompatNotSupportedOnDevice:
+        return Space::Host;  // no usable driver or device: nothing can be device memory
+      case cudaErrorInvalidValue:
+        return Space::Host;  // what older drivers answer for pageable host memory
+      default:
+        // Anything else (a sticky error after a kernel fault, say) leaves the question open:
+        // guessing "host" would send device pointers to the CPU path and crash the process.
+        return Space::Unknown;
+    }
   }
-  return (attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged) ? Space::Device
-                                                                                                : Space::Host;
+  if (attributes.type == cudaMemoryTypeManaged) return Space::Device;  // reachable from every device
+  if (attributes.type != cudaMemoryTypeDevice) return Space::Host;
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) {
+    cudaGetLastError();
+    return Space::Unknown;
+  }
+  // The kernels run on the current device; another device's memory would fault there.
+  return attributes.device == current ? Space::Device : Space::OtherDevice;
 #else
   return Space::Host;
 #endif
@@ -62,6 +86,8 @@ Status resolve_backend(Backend requested, const CallPointers& pointers, Backend*
   bool any_host = false, any_device = false;
   for (const void* p : pointers) {
     const Space s = pointer_space(p);
+    if (s == Space::Unknown) return Status::CudaError;
+    if (s == Space::OtherDevice) return Status::InvalidArgument;
     any_host |= s == Space::Host;
     any_device |= s == Space::Device;
   }
@@ -136,6 +162,8 @@ template <class Problem>
 Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config,
                 bool allow_alloc) noexcept {
   cudaStream_t stream = config.stream;
+  // A misaligned workspace is a caller bug even when this problem happens to need none.
+  if (reinterpret_cast<std::uintptr_t>(config.workspace) % kWorkspaceAlignment != 0) return Status::InvalidArgument;
   if (is_empty(p)) {
     const Status s = enqueue_empty_result(p.reduction, outputs, stream);
     if (s != Status::Success) cudaGetLastError();
@@ -143,8 +171,6 @@ Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionCon
   }
   const std::size_t needed = detail::cuda_workspace_size(p);
   if (needed <= config.workspace_bytes && (needed == 0 || config.workspace != nullptr)) {
-    // A misaligned workspace is a caller bug even when this problem happens to need none.
-    if (reinterpret_cast<std::uintptr_t>(config.workspace) % kWorkspaceAlignment != 0) return Status::InvalidArgument;
     return detail::cuda_compute(p, outputs, config.workspace, config.workspace_bytes, stream);
   }
   if (!allow_alloc) return Status::WorkspaceTooSmall;

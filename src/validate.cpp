@@ -169,7 +169,8 @@ Status validate(const RowwiseProblem& problem, const LossOutputs& out, RowwisePr
 
   const RowwiseParams& k = p.params;
   if (ce) {
-    if (!(k.label_smoothing >= 0 && k.label_smoothing <= 1)) return Status::InvalidArgument;
+    // In [0, 1], and a positive value float-representable (the CUDA path would read 1e-46 as 0).
+    if (!(zero_or_positive_float(k.label_smoothing) && k.label_smoothing <= 1)) return Status::InvalidArgument;
     if (!zero_or_positive_float(k.z_loss)) return Status::InvalidArgument;
     if (!zero_or_positive_float(k.softcap)) return Status::InvalidArgument;
   }

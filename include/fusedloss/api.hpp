@@ -18,6 +18,8 @@
 //  * All pointers of one call live in the same memory space: host memory for the CPU path,
 //    device (or managed) memory for the CUDA path. That includes the outputs and the optional
 //    class-weight / pos-weight vectors. Backend::Auto picks the path from where they live.
+//    Device memory must belong to the current device (cudaSetDevice), managed memory to any:
+//    another device's memory is InvalidArgument, not a fault inside a kernel.
 //  * The CUDA path is asynchronous on ExecutionConfig::stream: no host synchronisation, no
 //    allocation (unless allow_stream_ordered_alloc), capturable in a CUDA graph. Outputs are
 //    valid once the stream work completes. Data-dependent errors arrive through
@@ -69,7 +71,7 @@ struct ElementwiseProblem {
 /// in [FLT_MIN, FLT_MAX] (see ElementwiseParams).
 struct RowwiseParams {
   std::int64_t ignore_index = -100;  ///< cross_entropy (sparse), nll
-  double label_smoothing = 0.0;      ///< cross_entropy: in [0, 1]
+  double label_smoothing = 0.0;      ///< cross_entropy: 0, or in [FLT_MIN, 1]
   double z_loss = 0.0;               ///< cross_entropy: >= 0, adds z_loss·lse² per row
   double softcap = 0.0;              ///< cross_entropy: >= 0; > 0 replaces z by softcap·tanh(z/softcap)
   bool log_target = false;           ///< kl_div: the target holds log-probabilities
@@ -124,7 +126,9 @@ struct LossOutputs {
 struct ExecutionConfig {
   Backend backend = Backend::Auto;
   CUstream_st* stream = nullptr;  ///< cudaStream_t for the CUDA path (nullptr = legacy default stream)
-  void* workspace = nullptr;      ///< device workspace for the CUDA path (see workspace_size)
+  /// Device workspace for the CUDA path (see workspace_size); 256-byte aligned (cudaMalloc's
+  /// alignment), else InvalidArgument — also when this problem needs none.
+  void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   /// CUDA path: when the given workspace is too small, allocate it with cudaMallocAsync /
   /// cudaFreeAsync on `stream` instead of failing with WorkspaceTooSmall.

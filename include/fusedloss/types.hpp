@@ -33,7 +33,8 @@ enum class Status : int {
   /// machine without a usable device), or pointers live in memory the backend cannot reach.
   NotSupported = 4,
   /// A CUDA runtime call failed (launch failure, out of device memory for an opted-in
-  /// stream-ordered allocation, ...).
+  /// stream-ordered allocation, ...), or the runtime is in an error state (e.g. after a kernel
+  /// fault) in which a pointer's memory space cannot be told; nothing is written then.
   CudaError = 5,
   /// Host memory for the CPU path's scratch, or an opted-in stream-ordered device allocation,
   /// could not be had. Outputs may be partly written.

@@ -241,6 +241,107 @@ TEST_P(CpuEdgeHugeLogits, ElementwiseLargeMagnitudes) {
 INSTANTIATE_TEST_SUITE_P(All, CpuEdgeHugeLogits, ::testing::ValuesIn(kDtypes), dtype_param_name);
 
 // =========================================================================================================
+// Infinite inputs (fp16 overflow makes them ordinary): the limit where the math has one
+// =========================================================================================================
+
+class CpuEdgeInf : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CpuEdgeInf, ElementwiseInfiniteInputsMatchTheOracle) {
+  // hinge / squared_hinge on the right side of the margin at |x| = inf give 0 (max(0, −inf)), not
+  // −inf·0 = NaN; pseudo_huber at |r| = inf gives loss inf and gradient δ·sign(r).
+  const DType d = GetParam();
+  const Vec x = {kInf, -kInf, kInf, -kInf, 0.5, 2.0};
+  const Vec y = {1, 0, 0, 1, kInf, -kInf};
+  for (Loss l : {Loss::Hinge, Loss::SquaredHinge, Loss::PseudoHuber, Loss::Huber, Loss::SmoothL1, Loss::MAE,
+                 Loss::LogCosh}) {
+    SCOPED_TRACE(fl::loss_name(l));
+    Instance in;
+    in.fam = {l, false};
+    in.dtype = d;
+    in.n = static_cast<std::int64_t>(x.size());
+    in.x = x;
+    in.y = y;
+    in.e.loss = l;
+    in.e.dtype = d;
+    in.e.n = in.n;
+    in.e.reduction = Reduction::None;
+    in.e.params.delta = 1.5;
+    in.materialise();
+    const RunResult r = in.run();
+    ASSERT_EQ(r.status, Status::Success);
+    for (double v : r.loss) EXPECT_FALSE(std::isnan(v)) << "loss " << v;
+    for (double g : r.grad_dense) EXPECT_FALSE(std::isnan(g)) << "gradient " << g;
+    expect_matches_oracle(in, r, oracle_for(in));
+  }
+}
+
+TEST_P(CpuEdgeInf, PlusInfLogitMakesItsRowNaNAndLeavesTheOthers) {
+  // A +inf logit: lse = +inf, the loss +inf (NaN when the target is the +inf class), and the
+  // softmax inf/inf undefined, so the row's gradient is NaN throughout (as PyTorch's). Other rows
+  // are untouched; a row whose target has class weight 0 contributes exactly 0, +inf or not.
+  const DType d = GetParam();
+  FL_SEEDED_RNG(rng);
+  const std::int64_t N = 6, C = 7;
+  for (bool soft : {false, true}) {
+    for (bool smoothing : {false, true}) {
+      SCOPED_TRACE(std::string(soft ? "soft" : "sparse") + (smoothing ? " with label smoothing" : ""));
+      Instance in = make_instance(rng, {Loss::CrossEntropy, soft}, d, N, C, false, 0, Reduction::None);
+      in.r.params.label_smoothing = smoothing ? 0.1 : 0.0;
+      in.x[1 * C + 3] = kInf;  // row 1: a +inf non-target (sparse) logit
+      in.x[4 * C + 0] = kInf;  // row 4: two +inf logits
+      in.x[4 * C + 5] = kInf;
+      if (!soft) {
+        in.labels[1] = 2;
+        in.labels[4] = 0;  // the target is +inf itself: inf − inf
+      }
+      in.materialise();
+      const RunResult r = in.run(true, true);
+      ASSERT_EQ(r.status, Status::Success);
+      EXPECT_EQ(r.lse[1], kInf);
+      EXPECT_EQ(r.lse[4], kInf);
+      if (!soft) {
+        // With smoothing the Σ_c w_c·(lse − z_c) term meets inf − inf at the +inf class: NaN.
+        if (!smoothing) {
+          EXPECT_EQ(r.loss[1], kInf);
+        }
+        EXPECT_TRUE(std::isnan(r.loss[4]));
+      }
+      for (std::int64_t n = 0; n < N; ++n)
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double g = r.grad_dense[static_cast<std::size_t>(n * C + c)];
+          if (n == 1 || n == 4)
+            EXPECT_TRUE(std::isnan(g)) << "row " << n << " column " << c << ": " << g;
+          else
+            EXPECT_TRUE(std::isfinite(g)) << "row " << n << " column " << c << ": " << g;
+        }
+      expect_matches_oracle(in, r, oracle_for(in));
+    }
+  }
+}
+
+TEST_P(CpuEdgeInf, ZeroWeightTargetRowStaysZeroEvenWhenNaNOrInf) {
+  const DType d = GetParam();
+  FL_SEEDED_RNG(rng);
+  const std::int64_t N = 4, C = 5;
+  Instance in = make_instance(rng, {Loss::CrossEntropy, false}, d, N, C, false, 0, Reduction::Sum);
+  in.class_weight.assign(C, 1.0f);
+  in.class_weight[2] = 0.0f;
+  in.labels = {2, 2, 1, 2};
+  in.x[0 * C + 4] = kNaN;
+  in.x[1 * C + 0] = kInf;
+  in.materialise();
+  const RunResult r = in.run(true, true);
+  ASSERT_EQ(r.status, Status::Success);
+  for (std::int64_t n : {0, 1, 3})
+    for (std::int64_t c = 0; c < C; ++c)
+      EXPECT_EQ(r.grad_dense[static_cast<std::size_t>(n * C + c)], 0.0) << "row " << n << " column " << c;
+  EXPECT_TRUE(std::isfinite(r.loss[0])) << "the weight-0 rows add exactly 0: " << r.loss[0];
+  expect_matches_oracle(in, r, oracle_for(in));
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CpuEdgeInf, ::testing::ValuesIn(kDtypes), dtype_param_name);
+
+// =========================================================================================================
 // NaN isolation
 // =========================================================================================================
 

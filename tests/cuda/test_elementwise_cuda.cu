@@ -1,7 +1,7 @@
 // GPU tests of the fused elementwise losses (cuda/elementwise.cu) against the CPU path.
 //
 // Every test that needs a device GTEST_SKIP()s when cudaGetDeviceCount reports none. Outputs and
-// workspaces are poisoned (0xFF bytes: a NaN in f32, f16 and bf16) before every call, and every
+// workspaces are poisoned (0x5A bytes: a finite value in f32, f16 and bf16) before every call, and every
 // device buffer has guard elements on both sides that must still be poison afterwards, so an
 // unwritten element or an out-of-bounds write shows.
 //
@@ -45,6 +45,10 @@
 #include "src/backend.hpp"
 
 namespace {
+
+/// Outputs and guard bytes are filled with this before a call: 0x5A5A… is a finite value in f32,
+/// f16 and bf16, so an output the call failed to write can never pass for an expected NaN.
+constexpr unsigned char kPoisonFill = 0x5A;
 
 using fusedloss::DType;
 using fusedloss::ElementwiseProblem;
@@ -280,7 +284,7 @@ Result cpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
   }
   Result r;
   r.loss.assign(red == Reduction::None ? static_cast<std::size_t>(h.n) : 1u, std::nanf(""));
-  if (with_grad) r.grad.assign(h.x.size(), 0xFF);
+  if (with_grad) r.grad.assign(h.x.size(), kPoisonFill);
   LossOutputs out;
   out.loss = r.loss.data();
   out.grad = with_grad ? r.grad.data() : nullptr;
@@ -300,7 +304,7 @@ struct Guarded {
   std::int64_t elems = 0;
   std::int64_t off = 0;  // extra element offset of the data (misalignment)
   Guarded(std::int64_t n, std::size_t elem_size, std::int64_t offset)
-      : mem(static_cast<std::size_t>(n + 2 * kGuard + 1) * elem_size, 0xFF), es(elem_size), elems(n), off(offset) {}
+      : mem(static_cast<std::size_t>(n + 2 * kGuard + 1) * elem_size, kPoisonFill), es(elem_size), elems(n), off(offset) {}
   unsigned char* data() { return thrust::raw_pointer_cast(mem.data()) + (kGuard + off) * es; }
   void upload(const std::vector<unsigned char>& host) {
     if (!host.empty()) FL_CUDA_EXPECT(cudaMemcpy(data(), host.data(), host.size(), cudaMemcpyHostToDevice));
@@ -317,7 +321,7 @@ struct Guarded {
     const std::size_t lo = static_cast<std::size_t>(kGuard + off) * es;
     const std::size_t hi = lo + static_cast<std::size_t>(elems) * es;
     for (std::size_t b = 0; b < all.size(); ++b)
-      if ((b < lo || b >= hi) && all[b] != 0xFF) return false;
+      if ((b < lo || b >= hi) && all[b] != kPoisonFill) return false;
     return true;
   }
 };
@@ -362,7 +366,7 @@ Result gpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
   out.error_count = o.with_error_count ? thrust::raw_pointer_cast(derr.data()) : nullptr;
 
   const std::size_t ws_bytes = fusedloss::detail::cuda_workspace_size(p);
-  thrust::device_vector<unsigned char> ws(ws_bytes > 0 ? ws_bytes : 1, 0xFF);
+  thrust::device_vector<unsigned char> ws(ws_bytes > 0 ? ws_bytes : 1, kPoisonFill);
   Result r;
   r.status = fusedloss::detail::cuda_compute(p, out, ws_bytes > 0 ? thrust::raw_pointer_cast(ws.data()) : nullptr,
                                              ws_bytes, o.stream);
@@ -379,7 +383,7 @@ Result gpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
   }
   EXPECT_TRUE(dloss.guards_intact()) << "loss written outside its range";
   if (o.with_grad) EXPECT_TRUE((o.in_place ? dx : dgrad).guards_intact()) << "gradient written outside its range";
-  if (!o.with_grad || o.in_place) EXPECT_TRUE(dgrad.guards_intact() && dgrad.download() == std::vector<unsigned char>(static_cast<std::size_t>(n) * es, 0xFF))
+  if (!o.with_grad || o.in_place) EXPECT_TRUE(dgrad.guards_intact() && dgrad.download() == std::vector<unsigned char>(static_cast<std::size_t>(n) * es, kPoisonFill))
       << "gradient buffer touched although no (separate) gradient was requested";
   EXPECT_TRUE(dy.guards_intact());
   return r;
@@ -570,7 +574,7 @@ struct DeviceOutputs {
   std::size_t ws_bytes = 0;
 
   DeviceOutputs(const HostData& h, Reduction red, bool weights, double grad_scale)
-      : x(h.x), y(h.y), w(weights ? h.w : std::vector<unsigned char>()), grad(h.x.size(), 0xFF),
+      : x(h.x), y(h.y), w(weights ? h.w : std::vector<unsigned char>()), grad(h.x.size(), kPoisonFill),
         loss(red == Reduction::None ? static_cast<std::size_t>(h.n) : 1u), err(1, -1) {
     p = make_problem(h, red, grad_scale);
     p.input = thrust::raw_pointer_cast(x.data());
@@ -587,17 +591,17 @@ struct DeviceOutputs {
     out.grad = thrust::raw_pointer_cast(grad.data());
     out.error_count = thrust::raw_pointer_cast(err.data());
     ws_bytes = fusedloss::detail::cuda_workspace_size(p);
-    ws.resize(ws_bytes > 0 ? ws_bytes : 1, 0xFF);
+    ws.resize(ws_bytes > 0 ? ws_bytes : 1, kPoisonFill);
   }
   void* workspace() { return ws_bytes > 0 ? thrust::raw_pointer_cast(ws.data()) : nullptr; }
   Status run(cudaStream_t stream = nullptr) {
     return fusedloss::detail::cuda_compute(p, out, workspace(), ws_bytes, stream);
   }
   void poison(cudaStream_t stream = nullptr) {
-    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(grad.data()), 0xFF, grad.size(), stream));
-    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(loss.data()), 0xFF, loss.size() * sizeof(float), stream));
-    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(err.data()), 0xFF, sizeof(std::int64_t), stream));
-    FL_CUDA_EXPECT(cudaMemsetAsync(workspace(), 0xFF, ws.size(), stream));
+    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(grad.data()), kPoisonFill, grad.size(), stream));
+    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(loss.data()), kPoisonFill, loss.size() * sizeof(float), stream));
+    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(err.data()), kPoisonFill, sizeof(std::int64_t), stream));
+    FL_CUDA_EXPECT(cudaMemsetAsync(workspace(), kPoisonFill, ws.size(), stream));
   }
 };
 
@@ -923,7 +927,7 @@ TEST(ElementwiseCuda, MoreThanTwoToThe31ElementsFp16) {
                    thrust::device_pointer_cast(static_cast<__half*>(dx.p) + n), HalfGen{77, 0});
   thrust::tabulate(thrust::device, thrust::device_pointer_cast(static_cast<__half*>(dy.p)),
                    thrust::device_pointer_cast(static_cast<__half*>(dy.p) + n), HalfGen{77, 1});
-  FL_CUDA_ASSERT(cudaMemset(dg.p, 0xFF, bytes));
+  FL_CUDA_ASSERT(cudaMemset(dg.p, kPoisonFill, bytes));
 
   ElementwiseProblem p;
   p.loss = Loss::Huber;
@@ -940,7 +944,7 @@ TEST(ElementwiseCuda, MoreThanTwoToThe31ElementsFp16) {
   out.grad = dg.p;
   out.error_count = thrust::raw_pointer_cast(derr.data());
   const std::size_t ws_bytes = fusedloss::detail::cuda_workspace_size(p);
-  thrust::device_vector<unsigned char> ws(ws_bytes, 0xFF);
+  thrust::device_vector<unsigned char> ws(ws_bytes, kPoisonFill);
   ASSERT_TRUE(fusedloss::detail::cuda_compute(p, out, thrust::raw_pointer_cast(ws.data()), ws_bytes, nullptr) ==
               Status::Success);
   FL_CUDA_ASSERT(cudaDeviceSynchronize());

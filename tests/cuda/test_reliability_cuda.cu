@@ -618,6 +618,8 @@ void expect_close_to_cpu(const DevCall& dev, const Result& got, const reltest::O
     const double want = cpu.loss[i], have = got.loss_at(i);
     if (std::isnan(want)) {
       EXPECT_TRUE(std::isnan(have)) << dev.name << " loss[" << i << "]";
+    } else if (std::isinf(want)) {
+      EXPECT_EQ(have, want) << dev.name << " loss[" << i << "]";
     } else {
       EXPECT_NEAR(have, want, rel * std::fabs(want) + 1e-6) << dev.name << " loss[" << i << "]";
     }
@@ -625,12 +627,21 @@ void expect_close_to_cpu(const DevCall& dev, const Result& got, const reltest::O
   Buf g(dev.dtype, static_cast<std::int64_t>(dev.grad_bytes / fusedloss::dtype_size(dev.dtype)));
   std::memcpy(g.raw(), got.grad.data(), dev.grad_bytes);
   const double eps = reltest::dtype_eps(dev.dtype) + rel;
+  // The absolute floor scales with the gradient (a mean over 10^6 elements has gradients ~1e-6),
+  // plus the smallest subnormal of the dtype, where one unit of rounding is that large.
+  double gmax = 0;
+  for (std::int64_t i = 0; i < g.count; ++i)
+    if (std::isfinite(cpu.grad.get(i))) gmax = std::max(gmax, std::fabs(cpu.grad.get(i)));
+  const double tiny = dev.dtype == DType::Float16 ? 0x1p-24 : (dev.dtype == DType::BFloat16 ? 0x1p-133 : 0x1p-149);
+  const double atol = 1e-6 * gmax + tiny;
   for (std::int64_t i = 0; i < g.count; ++i) {
     const double want = cpu.grad.get(i), have = g.get(i);
     if (std::isnan(want)) {
       ASSERT_TRUE(std::isnan(have)) << dev.name << " grad[" << i << "]";
+    } else if (std::isinf(want)) {
+      ASSERT_EQ(have, want) << dev.name << " grad[" << i << "]";
     } else {
-      ASSERT_NEAR(have, want, eps * std::fabs(want) + 1e-6) << dev.name << " grad[" << i << "]";
+      ASSERT_NEAR(have, want, eps * std::fabs(want) + atol) << dev.name << " grad[" << i << "]";
     }
   }
 }
@@ -639,8 +650,10 @@ TEST(ReliabilityCuda, BadLabelsCountedThenNextCallClean) {
   REL_REQUIRE_DEVICE();
   Stream stream;
   const std::int64_t C = 1000;
-  const std::vector<std::int64_t> labels = {0,    C,  -1,  3, 1000000, std::numeric_limits<std::int64_t>::min(),
-                                            -100, 999, std::numeric_limits<std::int64_t>::max(), -101, 2, 5 * C};
+  // −1 on the first row and C on the last: an unchecked read z[n·C + y] would land one element
+  // outside the allocation, where compute-sanitizer memcheck (tests/sanitize.sh) sees it.
+  const std::vector<std::int64_t> labels = {-1,   C,  0,   3, 1000000, std::numeric_limits<std::int64_t>::min(),
+                                            -100, 999, std::numeric_limits<std::int64_t>::max(), -101, 2, C};
   const std::int64_t N = static_cast<std::int64_t>(labels.size());
   for (RowKind k : {RowKind::CE, RowKind::NLL})
     for (DType ld : {DType::Int32, DType::Int64})
@@ -1101,6 +1114,151 @@ TEST(ReliabilityCuda, InPlaceEqualsOutOfPlace) {
         compare(dev);
       }
   RecordProperty("compared", compared);
+}
+
+
+// =====================================================================================================
+// 5–9 on the GPU, against the CPU path: NaN isolation, −inf logits and all −inf ignored rows, extreme
+// finite inputs, BCE / bce_with_logits at their limits, 10^6 half-precision rows of loss ≈ 10; plus
+// the infinite-input contract (+inf logit rows NaN, weight-0 target rows exactly 0, hinge at ±inf).
+// =====================================================================================================
+void expect_gpu_matches_cpu(ElemCase& c, double rel = 1e-5) {
+  SCOPED_TRACE(c.tag());
+  const reltest::Outcome cpu = reltest::run(c.problem());
+  DevCall dev = to_device(c);
+  DevOut o = make_outputs(dev);
+  ASSERT_EQ(launch(dev, o, nullptr), Status::Success);
+  const Result got = fetch(o);
+  EXPECT_EQ(got.errors, cpu.errors);
+  expect_close_to_cpu(dev, got, cpu, rel);
+}
+void expect_gpu_matches_cpu(RowCase& c, double rel = 1e-5) {
+  SCOPED_TRACE(c.tag());
+  const bool lse = c.kind == RowKind::CE || c.kind == RowKind::CESoft;
+  const reltest::Outcome cpu = reltest::run(c.problem(), true, lse);
+  DevCall dev = to_device(c);
+  DevOut o = make_outputs(dev);
+  ASSERT_EQ(launch(dev, o, nullptr), Status::Success);
+  const Result got = fetch(o);
+  EXPECT_EQ(got.errors, cpu.errors);
+  expect_close_to_cpu(dev, got, cpu, rel);
+  if (lse) {
+    ASSERT_EQ(got.lse.size(), cpu.lse.size() * 4);
+    for (std::size_t n = 0; n < cpu.lse.size(); ++n) {
+      float have;
+      std::memcpy(&have, got.lse.data() + 4 * n, 4);
+      const double want = cpu.lse[n];
+      if (!std::isfinite(want))
+        EXPECT_TRUE(std::isnan(want) ? std::isnan(have) : have == want) << "lse[" << n << "]";
+      else
+        EXPECT_NEAR(have, want, 1e-5 * std::fabs(want) + 1e-6) << "lse[" << n << "]";
+    }
+  }
+}
+
+TEST(ReliabilityCuda, EdgeValuesMatchTheCpuPath) {
+  REL_REQUIRE_DEVICE();
+  const double inf = reltest::kInf, nan = reltest::kNaN;
+  // 5. A NaN element stays in its element (reduction none), every elementwise loss and dtype.
+  for (Loss l : {Loss::MSE, Loss::MAE, Loss::MSLE, Loss::Huber, Loss::SmoothL1, Loss::PseudoHuber, Loss::LogCosh,
+                 Loss::Hinge, Loss::SquaredHinge, Loss::BCEWithLogits})
+    for (DType d : {DType::Float32, DType::Float16, DType::BFloat16}) {
+      ElemCase c(l, d, 1001);
+      c.x = reltest::random_buf(d, c.n, l == Loss::MSLE ? 0 : -3, 3, 801);
+      c.y = reltest::random_buf(d, c.n, 0, 1, 802);
+      c.x.set(17, nan);
+      c.y.set(500, nan);
+      c.reduction = Reduction::None;
+      expect_gpu_matches_cpu(c);
+    }
+  // 6. −inf non-target logits; an all −inf ignored row (loss 0, gradient 0); 5 NaN-free rows around it.
+  for (DType d : {DType::Float32, DType::BFloat16})
+    for (bool soft : {false, true}) {
+      RowCase c(soft ? RowKind::CESoft : RowKind::CE, d, 6, 1000);
+      c.input = reltest::random_buf(d, c.rows * c.stride, -5, 5, 803);
+      if (soft) {
+        c.target = reltest::random_buf(d, c.rows * c.stride, 0, 0.002, 804);
+      } else {
+        for (std::int64_t n = 0; n < c.rows; ++n) c.labels[n] = (n * 37) % c.classes;
+        c.labels[3] = -100;
+      }
+      for (std::int64_t i = 0; i < c.rows * c.stride; i += 3)
+        if (soft || i % c.classes != c.labels[i / c.classes]) c.input.set(i, -inf);
+      if (!soft)
+        for (std::int64_t k = 0; k < c.classes; ++k) c.input.set(3 * c.classes + k, -inf);
+      for (Reduction r : {Reduction::None, Reduction::Mean}) {
+        c.reduction = r;
+        expect_gpu_matches_cpu(c);
+      }
+    }
+  // 7. Extreme finite inputs: logits ±6e4 (fp16), ±3e38 (fp32); |r| up to 1e30 for log_cosh / pseudo_huber.
+  for (DType d : {DType::Float16, DType::Float32}) {
+    const double big = d == DType::Float16 ? 6e4 : 3e38;
+    RowCase c(RowKind::CE, d, 5, 333);
+    c.input = reltest::random_buf(d, c.rows * c.stride, -big, big, 805);
+    for (std::int64_t n = 0; n < c.rows; ++n) c.labels[n] = (n * 71) % c.classes;
+    c.reduction = Reduction::Sum;
+    expect_gpu_matches_cpu(c);
+  }
+  for (Loss l : {Loss::LogCosh, Loss::PseudoHuber}) {
+    ElemCase c(l, DType::Float32, 6);
+    const double xs[] = {1e30, -1e30, 3e29, -7e20, 1e-30, 0};
+    for (int i = 0; i < 6; ++i) c.x.set(i, xs[i]), c.y.set(i, 0.0);
+    c.reduction = Reduction::None;
+    expect_gpu_matches_cpu(c);
+  }
+  // 8. BCE at p ∈ {0, 1}; bce_with_logits at |x| = 100 and 1e4.
+  {
+    ElemCase c(Loss::BCE, DType::Float32, 8);
+    const double ps[] = {0, 1, 0, 1, 1e-8, 1 - 1e-7, 0.5, 0}, ys[] = {0, 1, 1, 0, 0, 1, 0.3, 0.5};
+    for (int i = 0; i < 8; ++i) c.x.set(i, ps[i]), c.y.set(i, ys[i]);
+    c.reduction = Reduction::None;
+    expect_gpu_matches_cpu(c);
+    ElemCase b(Loss::BCEWithLogits, DType::Float32, 8);
+    const double xs[] = {100, -100, 1e4, -1e4, 100, -1e4, 1e4, -100};
+    for (int i = 0; i < 8; ++i) b.x.set(i, xs[i]), b.y.set(i, i % 2 == 0 ? 1.0 : 0.25);
+    b.reduction = Reduction::None;
+    expect_gpu_matches_cpu(b);
+  }
+  // 9. 10^6 half-precision rows of loss ≈ 10 summed: no inf, within 1e-5 of the CPU's float64 sum.
+  for (DType d : {DType::Float16, DType::BFloat16}) {
+    RowCase c(RowKind::CE, d, 1000000, 2);
+    for (std::int64_t n = 0; n < c.rows; ++n) {
+      c.input.set(2 * n, 0.0);
+      c.input.set(2 * n + 1, -10.0);
+      c.labels[n] = 1;  // loss log(1 + e^10) ≈ 10.00005
+    }
+    c.reduction = Reduction::Sum;
+    expect_gpu_matches_cpu(c);
+  }
+  // Infinite inputs: +inf logit rows are NaN, weight-0 target rows exactly 0, hinge/pseudo_huber at ±inf.
+  for (DType d : {DType::Float32, DType::Float16, DType::BFloat16})
+    for (bool soft : {false, true}) {
+      RowCase c(soft ? RowKind::CESoft : RowKind::CE, d, 5, 77);
+      c.input = reltest::random_buf(d, c.rows * c.stride, -4, 4, 806);
+      if (soft) c.target = reltest::random_buf(d, c.rows * c.stride, 0, 0.02, 807);
+      c.input.set(1 * 77 + 5, inf);
+      c.input.set(3 * 77 + 0, inf);
+      c.input.set(3 * 77 + 76, inf);
+      if (!soft) {
+        for (std::int64_t n = 0; n < c.rows; ++n) c.labels[n] = (n * 13) % 77;
+        c.class_weight.assign(77, 1.0f);
+        c.class_weight[c.labels[4]] = 0.0f;
+        c.input.set(4 * 77 + 9, nan);  // a weight-0 target: the row stays exactly 0
+      }
+      for (Reduction r : {Reduction::None, Reduction::Sum}) {
+        c.reduction = r;
+        expect_gpu_matches_cpu(c);
+      }
+    }
+  for (Loss l : {Loss::Hinge, Loss::SquaredHinge, Loss::PseudoHuber})
+    for (DType d : {DType::Float32, DType::Float16}) {
+      ElemCase c(l, d, 4);
+      const double xs[] = {inf, -inf, inf, -inf}, ys[] = {1, 0, 0, 1};
+      for (int i = 0; i < 4; ++i) c.x.set(i, xs[i]), c.y.set(i, ys[i]);
+      c.reduction = Reduction::None;
+      expect_gpu_matches_cpu(c);
+    }
 }
 
 }  // namespace

@@ -136,6 +136,12 @@ inline real logsumexp(const real* z, int64_t C) {
   return m + std::log(s);
 }
 
+// p_c = e^{z_c − lse}. A row holding +inf has lse = +inf and no defined probabilities (inf/inf):
+// every p_c is NaN, as PyTorch's softmax gives, so the row's gradient is NaN throughout.
+inline real softmax_p(real z, real lse) {
+  return lse == std::numeric_limits<real>::infinity() ? qnan() : std::exp(z - lse);
+}
+
 enum class Elem {
   mse, mae, rmse, msle, huber, smooth_l1, pseudo_huber, log_cosh, hinge, squared_hinge, bce, bce_with_logits
 };
@@ -429,7 +435,7 @@ inline Result cross_entropy(int64_t N, int64_t C, const std::vector<double>& log
 
     if (zero_div_mean) continue;  // gradient stays all zeros
     for (int64_t c = 0; c < C; ++c) {
-      const real P = std::exp(z[c] - lse);
+      const real P = detail::softmax_p(z[c], lse);
       real g = 0;
       if (a != 0) g += a * (P - (c == y ? 1 : 0));
       if (eps != 0) g += eps / C * (W * P - detail::class_w(p, c));
@@ -487,7 +493,7 @@ inline Result cross_entropy_soft(int64_t N, int64_t C, const std::vector<double>
     rowloss[static_cast<std::size_t>(n)] = l;
 
     for (int64_t c = 0; c < C; ++c) {
-      const real P = std::exp(z[c] - lse);
+      const real P = detail::softmax_p(z[c], lse);
       real g = WT * P - wt[c];
       if (zl != 0) g += 2 * zl * lse * P;
       res.grad[static_cast<std::size_t>(n * C + c)] = static_cast<double>(g * chain[c] * factor);

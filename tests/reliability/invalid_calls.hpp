@@ -454,6 +454,7 @@ inline std::vector<Call> invalid_calls(const Arena& a, fusedloss::Backend backen
   R(RowKind::CrossEntropy, "label_smoothing 1.5").rp.params.label_smoothing = 1.5;
   R(RowKind::CrossEntropy, "label_smoothing NaN").rp.params.label_smoothing = kNaN;
   R(RowKind::CrossEntropySoft, "label_smoothing 1 + 1e-12").rp.params.label_smoothing = 1.0 + 1e-12;
+  R(RowKind::CrossEntropy, "label_smoothing 1e-46 (0 in float32)").rp.params.label_smoothing = 1e-46;
   R(RowKind::CrossEntropy, "z_loss -1").rp.params.z_loss = -1.0;
   R(RowKind::CrossEntropy, "z_loss +inf").rp.params.z_loss = kInf;
   R(RowKind::CrossEntropySoft, "z_loss NaN").rp.params.z_loss = kNaN;

@@ -171,7 +171,11 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
   static_assert(kElemsPerThread % V == 0, "whole vectors per thread");
 
   float scale = a.scale;
-  if constexpr (kMode == Mode::GradOnly) scale = *a.device_scale;
+  int scale_exp = 0;  // GradOnly: the factor is scale·2^scale_exp (see Finish)
+  if constexpr (kMode == Mode::GradOnly) {
+    scale = a.device_scale[0];
+    scale_exp = static_cast<int>(a.device_scale[1]);
+  }
   const detail::ElementwiseOpParams<float> base_params = a.params;
   const std::int64_t n = a.n;
 
@@ -254,7 +258,7 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
         if constexpr (kGrad) {
           const float wd = kW ? __fmul_rn(d, w) : d;
           float g = __fmul_rn(wd, scale);
-          if constexpr (kMode == Mode::GradOnly) g = scale == 0.0f ? 0.0f : g;  // rmse, L == 0: defined as 0
+          if constexpr (kMode == Mode::GradOnly) g = scale == 0.0f ? 0.0f : ldexpf(g, scale_exp);  // L == 0: 0
           if constexpr (kCount) g = invalid ? 0.0f : g;
           gs[k] = g;
         }
@@ -300,7 +304,7 @@ struct Finish {
   FinishKind kind = FinishKind::None;
   float* loss = nullptr;                 ///< nullptr: no scalar loss (reduction none)
   std::int64_t* error_count = nullptr;   ///< nullptr: discarded
-  float* rmse_scale = nullptr;           ///< rmse with a gradient: the pass-2 factor
+  float* rmse_scale = nullptr;           ///< rmse with a gradient: the pass-2 factor {m, e}, m·2^e
   std::int64_t n = 0;
   double grad_scale = 1.0;
 
@@ -313,7 +317,15 @@ struct Finish {
       case FinishKind::Rmse: {
         const double L = sqrt(totals[0] / nd);
         *loss = static_cast<float>(L);
-        if (rmse_scale != nullptr) *rmse_scale = L != 0.0 ? static_cast<float>(grad_scale / (2.0 * nd * L)) : 0.0f;
+        if (rmse_scale != nullptr) {
+          // grad_scale/(2nL) can exceed float's range (large grad_scale, tiny L) while w·2r·factor
+          // does not: pass it as a float mantissa and a power of two, applied after the product.
+          const double factor = L != 0.0 ? grad_scale / (2.0 * nd * L) : 0.0;
+          int e = 0;
+          const double m = isfinite(factor) ? frexp(factor, &e) : factor;  // NaN L: NaN gradients
+          rmse_scale[0] = static_cast<float>(m);
+          rmse_scale[1] = static_cast<float>(e);
+        }
         break;
       }
       case FinishKind::None: break;
@@ -334,7 +346,7 @@ inline PartialsLayout workspace_layout(const ElementwiseProblem& p) {
   layout.partials = tile_count(p.n);
   layout.value_streams = scalar ? 1 : 0;
   layout.counts = counts;
-  layout.extra_bytes = p.loss == Loss::RMSE ? sizeof(float) : 0;
+  layout.extra_bytes = p.loss == Loss::RMSE ? 2 * sizeof(float) : 0;
   return layout;
 }
 

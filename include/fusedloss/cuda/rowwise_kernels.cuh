@@ -90,9 +90,16 @@ struct RowArgs {
 // ---- small math helpers -------------------------------------------------------------------------
 
 /// The shift reference of a row with maximum m: m itself when finite, else 0. With it a row of
-/// all −inf gives Σe = 0 → lse = −inf, and a row holding +inf gives Σe = inf → lse = +inf (and NaN
-/// probabilities only where the CPU path has them), instead of inf − inf = NaN everywhere.
+/// all −inf gives Σe = 0 → lse = −inf, and a row holding +inf gives Σe = inf → lse = +inf instead
+/// of inf − inf = NaN (its probabilities are NaN: see over_row_sum).
 __device__ __forceinline__ float shift_ref(float m) { return isfinite(m) ? m : 0.f; }
+
+/// num / Σe for the softmax coefficients of a row. Σe = Σ e^{z − shift_ref(max)} is +inf exactly
+/// when the row holds +inf (and no NaN): its probabilities are inf/inf, so the result is NaN and
+/// the row's gradient NaN throughout, as on the CPU path (not 0 from __fdividef(x, inf)).
+__device__ __forceinline__ float over_row_sum(float num, float sum_e) {
+  return isinf(sum_e) ? CUDART_NAN_F : __fdividef(num, sum_e);
+}
 
 /// Compiler barriers for register-resident rows. Each pass over the row recomputes values from
 /// the packed raw words (conversions, tanh, exp2 of the same arguments as the previous pass);
@@ -569,10 +576,10 @@ __device__ __forceinline__ SparseCoef sparse_ce_coef(float wy, float W, float ls
                                                      const RowArgs& a) {
   const detail::SparseCeGradCoeffs<float> k = detail::sparse_ce_grad_coeffs<float>(wy, W, a.eps, a.inv_c, a.z_loss, lse);
   SparseCoef c;
-  c.A = __fdividef(k.a * F, sum_e);
+  c.A = over_row_sum(k.a * F, sum_e);
   c.B = k.b * F;
   c.E = k.e * F;
-  c.zero = k.b == 0.f && !(a.eps > 0.f) && !(a.z_loss > 0.f);
+  c.zero = detail::sparse_ce_grad_is_zero<float>(wy, a.eps, a.z_loss);
   return c;
 }
 
@@ -998,7 +1005,7 @@ __global__ void __launch_bounds__(ModeBounds<MODE>::kThreads, ModeBounds<MODE>::
         a.row_loss[row] = soft_ce_loss(lse, lse_rel, acc[1], acc[2], a);
       }
       if (gal == nullptr) continue;
-      const float A = __fdividef((acc[1] + (a.z_loss > 0.f ? 2.f * a.z_loss * lse : 0.f)) * F, sum_e);
+      const float A = over_row_sum((acc[1] + (a.z_loss > 0.f ? 2.f * a.z_loss * lse : 0.f)) * F, sum_e);
       launder(rz);
       launder(rt);
       const float* wg = opaque_ptr(a.w);
@@ -1081,7 +1088,7 @@ __global__ void __launch_bounds__(kStreamThreads) soft_ce_stream_kernel(const Ro
     const float Swt = s2[1];
     const float lse_rel = logf(sum_e);
     const float lse = R + lse_rel;
-    const float A = __fdividef((Swt + (a.z_loss > 0.f ? 2.f * a.z_loss * lse : 0.f)) * F, sum_e);
+    const float A = over_row_sum((Swt + (a.z_loss > 0.f ? 2.f * a.z_loss * lse : 0.f)) * F, sum_e);
 
     // pass 2: gradient and Σ wt (z − R)
     float swtz[1] = {0.f};

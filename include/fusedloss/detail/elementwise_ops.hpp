@@ -91,7 +91,7 @@ struct ElementwiseOp<Loss::SmoothL1> {
     const T r = x - y;
     const T a = abs_(r);
     if (a < p.beta) {  // never true for beta == 0, so no division by zero: plain L1
-      loss = T(0.5) * r * r / p.beta;
+      loss = T(0.5) * r * (r / p.beta);  // r/β < 1 here: r² never forms, so no float overflow for huge β
       dloss = r / p.beta;
     } else {
       loss = a - T(0.5) * p.beta;
@@ -108,10 +108,14 @@ struct ElementwiseOp<Loss::PseudoHuber> {
     using namespace math;
     const T r = x - y;
     const T a = r / p.delta;
-    const T h = hypot_(T(1), a);  // sqrt(1 + a²) without overflowing a² for |r| up to ~1e38
-    // δ²(h − 1) = δ²·a²/(h + 1) = δ·r·a/(h + 1): no cancellation for small a, no overflow for big a.
-    loss = p.delta * r * (a / (h + T(1)));
-    dloss = r / h;
+    const T h = hypot_(T(1), a);  // sqrt(1 + a²) without overflowing a²
+    // δ²(h − 1) = δ²·a²/(h + 1) = (δ·q)·|r| with q = |a|/(h + 1) ∈ [0, 1): no cancellation for small
+    // a, and δ·q ≤ δ keeps the product finite whenever the loss is. r/δ can overflow to ±inf in float
+    // (tiny δ) or be ±inf (infinite r): then q → 1 and dloss = δ·a/h → δ·sign(r).
+    const bool saturated = isinf_(a);
+    const T q = saturated ? T(1) : abs_(a) / (h + T(1));
+    loss = (p.delta * q) * abs_(r);
+    dloss = p.delta * (saturated ? sign_(a) : a / h);
   }
 };
 
@@ -143,10 +147,10 @@ struct ElementwiseOp<Loss::Hinge> {
     // ±1 (labels may be {0, 1} or {-1, 1}); a NaN label stays NaN instead of reading as −1.
     const T t = y == y ? T(2) * T(y > T(0)) - T(1) : y;
     const T margin = T(1) - t * x;
-    // Selects instead of branches (random margins would mispredict on the CPU). A NaN margin
-    // propagates: `margin > 0` is false, and NaN·0 is NaN; `+ 0` turns −0 into +0.
+    // Selects instead of branches (random margins would mispredict on the CPU), and no margin·0
+    // product: margin = −inf (|x| = inf on the right side) must give 0, not NaN. NaN propagates.
     const T active = T(margin > T(0));  // 0 at the kink t·x = 1
-    loss = margin * active + T(0);
+    loss = margin > T(0) ? margin : (margin == margin ? T(0) : margin);
     dloss = margin == margin ? -t * active : margin;
   }
 };
@@ -158,7 +162,7 @@ struct ElementwiseOp<Loss::SquaredHinge> {
   FUSEDLOSS_HD static void eval(T x, T y, const ElementwiseOpParams<T>&, T& loss, T& dloss) {
     const T t = y == y ? T(2) * T(y > T(0)) - T(1) : y;
     const T m = T(1) - t * x;
-    const T margin = m * T(m > T(0)) + T(0);  // max(0, m) with NaN propagating (NaN·0 = NaN)
+    const T margin = m > T(0) ? m : (m == m ? T(0) : m);  // max(0, m), NaN kept, −inf → 0 (not −inf·0)
     loss = margin * margin;
     dloss = T(-2) * t * margin;
   }
@@ -178,7 +182,7 @@ struct ElementwiseOp<Loss::BCE> {
     using namespace math;
     // PyTorch clamps the logs at -100 so p ∈ {0, 1} gives a finite loss (and 0·(-100), not 0·inf).
     const T log_p = max_(log_(p), T(-100));
-    const T log_1mp = max_(log_(T(1) - p), T(-100));
+    const T log_1mp = max_(log1p_(-p), T(-100));  // log1p: 1 − p would round p = 1e-8 away in float
     loss = -(y * log_p + (T(1) - y) * log_1mp);
     dloss = (p - y) / max_(p * (T(1) - p), T(1e-12));
   }

@@ -28,6 +28,8 @@ FUSEDLOSS_MATH1(tanh_, ::tanhf, ::tanh)
 #undef FUSEDLOSS_MATH1
 __device__ inline bool isnan_(float x) { return ::isnan(x); }
 __device__ inline bool isnan_(double x) { return ::isnan(x); }
+__device__ inline bool isinf_(float x) { return ::isinf(x); }
+__device__ inline bool isinf_(double x) { return ::isinf(x); }
 __device__ inline float hypot_(float a, float b) { return ::hypotf(a, b); }
 __device__ inline double hypot_(double a, double b) { return ::hypot(a, b); }
 #else
@@ -39,6 +41,7 @@ template <class T> inline T log1p_(T x) { return std::log1p(x); }
 template <class T> inline T expm1_(T x) { return std::expm1(x); }
 template <class T> inline T tanh_(T x) { return std::tanh(x); }
 template <class T> inline bool isnan_(T x) { return std::isnan(x); }
+template <class T> inline bool isinf_(T x) { return std::isinf(x); }
 template <class T> inline T hypot_(T a, T b) { return std::hypot(a, b); }
 #endif
 

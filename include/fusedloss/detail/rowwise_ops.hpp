@@ -50,6 +50,13 @@ FUSEDLOSS_HD inline SparseCeGradCoeffs<T> sparse_ce_grad_coeffs(T w_y, T weight_
   return k;
 }
 
+/// Every coefficient of the sparse gradient is 0 (target weight 0, no smoothing, no z-loss): the
+/// row's gradient is exactly 0 — even for a NaN or ±inf row, whose softmax is never formed.
+template <class T>
+FUSEDLOSS_HD inline bool sparse_ce_grad_is_zero(T w_y, T eps, T z_loss) {
+  return (T(1) - eps) * w_y == T(0) && !(eps > T(0)) && !(z_loss > T(0));
+}
+
 /// Row loss of sparse cross_entropy. sum_wz = Σ_c w_c z_c (only read when eps > 0).
 template <class T>
 FUSEDLOSS_HD inline T sparse_ce_row_loss(T lse, T z_y, T w_y, T weight_sum, T sum_wz, T eps, T inv_c,
