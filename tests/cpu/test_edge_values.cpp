@@ -30,6 +30,23 @@ void expect_matches_oracle(const Instance& in, const RunResult& r, const oracle:
   }
 }
 
+/// An elementwise instance over the given values, reduction none (x and y rounded to the dtype).
+Instance elementwise_instance(Loss l, DType d, const Vec& x, const Vec& y, double delta = 1.0) {
+  Instance in;
+  in.fam = {l, false};
+  in.dtype = d;
+  in.n = static_cast<std::int64_t>(x.size());
+  in.x = round_to(d, x);
+  in.y = round_to(d, y);
+  in.e.loss = l;
+  in.e.dtype = d;
+  in.e.n = in.n;
+  in.e.reduction = Reduction::None;
+  in.e.params.delta = delta;
+  in.materialise();
+  return in;
+}
+
 // =========================================================================================================
 // −inf logits
 // =========================================================================================================
@@ -219,17 +236,7 @@ TEST_P(CpuEdgeHugeLogits, ElementwiseLargeMagnitudes) {
   const Vec y = {0, 1, 1, 0, 0.5, 0.5};
   for (Loss l : {Loss::BCEWithLogits, Loss::LogCosh, Loss::PseudoHuber, Loss::Huber, Loss::SmoothL1, Loss::MAE}) {
     SCOPED_TRACE(fl::loss_name(l));
-    Instance in;
-    in.fam = {l, false};
-    in.dtype = d;
-    in.n = static_cast<std::int64_t>(x.size());
-    in.x = x;
-    in.y = round_to(d, y);
-    in.e.loss = l;
-    in.e.dtype = d;
-    in.e.n = in.n;
-    in.e.reduction = Reduction::None;
-    in.materialise();
+    Instance in = elementwise_instance(l, d, x, y);
     const RunResult r = in.run();
     ASSERT_EQ(r.status, Status::Success);
     for (double v : r.loss) EXPECT_TRUE(std::isfinite(v)) << v;
@@ -255,18 +262,7 @@ TEST_P(CpuEdgeInf, ElementwiseInfiniteInputsMatchTheOracle) {
   for (Loss l : {Loss::Hinge, Loss::SquaredHinge, Loss::PseudoHuber, Loss::Huber, Loss::SmoothL1, Loss::MAE,
                  Loss::LogCosh}) {
     SCOPED_TRACE(fl::loss_name(l));
-    Instance in;
-    in.fam = {l, false};
-    in.dtype = d;
-    in.n = static_cast<std::int64_t>(x.size());
-    in.x = x;
-    in.y = y;
-    in.e.loss = l;
-    in.e.dtype = d;
-    in.e.n = in.n;
-    in.e.reduction = Reduction::None;
-    in.e.params.delta = 1.5;
-    in.materialise();
+    Instance in = elementwise_instance(l, d, x, y, 1.5);
     const RunResult r = in.run();
     ASSERT_EQ(r.status, Status::Success);
     for (double v : r.loss) EXPECT_FALSE(std::isnan(v)) << "loss " << v;

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "fusedloss/fusedloss.hpp"
@@ -1122,37 +1123,34 @@ TEST(ReliabilityCuda, InPlaceEqualsOutOfPlace) {
 // finite inputs, BCE / bce_with_logits at their limits, 10^6 half-precision rows of loss ≈ 10; plus
 // the infinite-input contract (+inf logit rows NaN, weight-0 target rows exactly 0, hinge at ±inf).
 // =====================================================================================================
-void expect_gpu_matches_cpu(ElemCase& c, double rel = 1e-5) {
+/// Runs c on both backends and compares (lse too for cross_entropy). Case: ElemCase or RowCase.
+template <class Case>
+void expect_gpu_matches_cpu(Case& c, double rel = 1e-5) {
   SCOPED_TRACE(c.tag());
-  const reltest::Outcome cpu = reltest::run(c.problem());
+  bool lse = false;
+  if constexpr (std::is_same<Case, RowCase>::value) lse = c.kind == RowKind::CE || c.kind == RowKind::CESoft;
+  reltest::Outcome cpu;
+  if constexpr (std::is_same<Case, RowCase>::value) {
+    cpu = reltest::run(c.problem(), true, lse);
+  } else {
+    cpu = reltest::run(c.problem());
+  }
   DevCall dev = to_device(c);
   DevOut o = make_outputs(dev);
   ASSERT_EQ(launch(dev, o, nullptr), Status::Success);
   const Result got = fetch(o);
   EXPECT_EQ(got.errors, cpu.errors);
   expect_close_to_cpu(dev, got, cpu, rel);
-}
-void expect_gpu_matches_cpu(RowCase& c, double rel = 1e-5) {
-  SCOPED_TRACE(c.tag());
-  const bool lse = c.kind == RowKind::CE || c.kind == RowKind::CESoft;
-  const reltest::Outcome cpu = reltest::run(c.problem(), true, lse);
-  DevCall dev = to_device(c);
-  DevOut o = make_outputs(dev);
-  ASSERT_EQ(launch(dev, o, nullptr), Status::Success);
-  const Result got = fetch(o);
-  EXPECT_EQ(got.errors, cpu.errors);
-  expect_close_to_cpu(dev, got, cpu, rel);
-  if (lse) {
-    ASSERT_EQ(got.lse.size(), cpu.lse.size() * 4);
-    for (std::size_t n = 0; n < cpu.lse.size(); ++n) {
-      float have;
-      std::memcpy(&have, got.lse.data() + 4 * n, 4);
-      const double want = cpu.lse[n];
-      if (!std::isfinite(want))
-        EXPECT_TRUE(std::isnan(want) ? std::isnan(have) : have == want) << "lse[" << n << "]";
-      else
-        EXPECT_NEAR(have, want, 1e-5 * std::fabs(want) + 1e-6) << "lse[" << n << "]";
-    }
+  if (!lse) return;
+  ASSERT_EQ(got.lse.size(), cpu.lse.size() * 4);
+  for (std::size_t n = 0; n < cpu.lse.size(); ++n) {
+    float have;
+    std::memcpy(&have, got.lse.data() + 4 * n, 4);
+    const double want = cpu.lse[n];
+    if (!std::isfinite(want))
+      EXPECT_TRUE(std::isnan(want) ? std::isnan(have) : have == want) << "lse[" << n << "]";
+    else
+      EXPECT_NEAR(have, want, 1e-5 * std::fabs(want) + 1e-6) << "lse[" << n << "]";
   }
 }
 
