@@ -12,6 +12,9 @@
 //    The Thrust baseline synchronises inside transform_reduce, so it is timed without the hold.
 #include <cuda_runtime.h>
 #include <thrust/execution_policy.h>
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+#include <thrust/system/cpp/execution_policy.h>
+#endif
 #include <thrust/for_each.h>
 #include <thrust/functional.h>
 #include <thrust/iterator/counting_iterator.h>
@@ -80,7 +83,7 @@ void fill_values(void* p, DType dtype, std::int64_t n, const bench_data::Fill& f
   if (n == 0) return;
   with_storage(dtype, [&](auto* tag) {
     using S = std::remove_pointer_t<decltype(tag)>;
-    fill_kernel<S><<<1024, 256, 0, stream>>>(static_cast<S*>(p), n, f, seed);
+    ::fusedloss::cuda::triple_chevron(1024, 256, 0, stream).doit(fill_kernel<S>, static_cast<S*>(p), n, f, seed);
   });
   check(cudaGetLastError(), "fill kernel");
 }
@@ -89,21 +92,29 @@ void fill_labels(void* p, DType dtype, std::int64_t n, const bench_data::Fill& f
                  cudaStream_t stream) {
   if (n == 0) return;
   if (dtype == DType::Int32)
-    fill_labels_kernel<std::int32_t><<<1024, 256, 0, stream>>>(static_cast<std::int32_t*>(p), n, f, seed);
+    ::fusedloss::cuda::triple_chevron(1024, 256, 0, stream).doit(fill_labels_kernel<std::int32_t>, static_cast<std::int32_t*>(p), n, f, seed);
   else
-    fill_labels_kernel<std::int64_t><<<1024, 256, 0, stream>>>(static_cast<std::int64_t*>(p), n, f, seed);
+    ::fusedloss::cuda::triple_chevron(1024, 256, 0, stream).doit(fill_labels_kernel<std::int64_t>, static_cast<std::int64_t*>(p), n, f, seed);
   check(cudaGetLastError(), "fill kernel");
 }
 
 // ---- the stream hold ------------------------------------------------------------------------
 
+__device__ __forceinline__ unsigned long long global_timer_ns() {
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+  return fusedloss_sim::global_timer_ns();
+#else
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+#endif
+}
+
 __global__ void hold_kernel(volatile int* flag, unsigned long long timeout_ns) {
-  unsigned long long start, now;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+  const unsigned long long start = global_timer_ns();
   for (;;) {
     if (*flag != 0) return;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
-    if (now - start > timeout_ns) return;
+    if (global_timer_ns() - start > timeout_ns) return;
     __nanosleep(1000);
   }
 }
@@ -123,8 +134,13 @@ class StreamHold {
   StreamHold(const StreamHold&) = delete;
   StreamHold& operator=(const StreamHold&) = delete;
   void hold(cudaStream_t stream) {
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+    // The emulated device runs every operation when it is enqueued: there is no queue to hold.
+    (void)stream;
+    return;
+#endif
     *host_ = 0;
-    hold_kernel<<<1, 1, 0, stream>>>(device_, 2000000000ull);
+    ::fusedloss::cuda::triple_chevron(1, 1, 0, stream).doit(hold_kernel, device_, 2000000000ull);
     check(cudaGetLastError(), "hold kernel");
   }
   void release() { __atomic_store_n(const_cast<int*>(host_), 1, __ATOMIC_SEQ_CST); }
@@ -243,7 +259,7 @@ struct GradAt {
 constexpr int kRowThreads = 256;
 
 __device__ float block_reduce(float v, bool is_max) {
-  __shared__ float scratch[kRowThreads / 32];
+  FUSEDLOSS_SHARED(float[kRowThreads / 32], scratch);
   for (int o = 16; o > 0; o >>= 1) {
     const float other = __shfl_xor_sync(0xffffffffu, v, o);
     v = is_max ? fmaxf(v, other) : v + other;
@@ -558,7 +574,13 @@ class CudaRunner : public BenchRunner {
 
   double unfused(const BenchCase& c, DeviceSet& set) {
     double value = 0;
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+    // No Thrust CUDA backend without nvcc: the emulated baseline runs Thrust's sequential host
+    // backend over the same buffers (emulated device memory is host-addressable).
+    const auto policy = thrust::cpp::par;
+#else
     const auto policy = thrust::cuda::par(allocator_).on(stream_);
+#endif
     const thrust::counting_iterator<std::int64_t> first(0);
     with_storage(c.dtype, [&](auto* tag) {
       using S = std::remove_pointer_t<decltype(tag)>;
@@ -613,16 +635,16 @@ class CudaRunner : public BenchRunner {
         gpu::Buffer& row_max = row_max_;
         gpu::Buffer& lse = lse_;
         if (N > 0) {
-          row_max_kernel<S><<<static_cast<unsigned>(N), kRowThreads, 0, stream_>>>(x, C, row_max.as<float>());
-          row_lse_kernel<S><<<static_cast<unsigned>(N), kRowThreads, 0, stream_>>>(x, C, row_max.as<float>(), lse.as<float>());
+          ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N), kRowThreads, 0, stream_).doit(row_max_kernel<S>, x, C, row_max.as<float>());
+          ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N), kRowThreads, 0, stream_).doit(row_lse_kernel<S>, x, C, row_max.as<float>(), lse.as<float>());
           check(cudaGetLastError(), "baseline kernels");
         }
         const float total = thrust::transform_reduce(policy, first, first + N,
                                                      CeRowLoss<S, L>{x, labels, lse.as<float>(), C, loss_none}, 0.0f,
                                                      thrust::plus<float>());
         value = total / divisor;
-        ce_grad_kernel<S, L><<<std::max(1, info_.sm_count) * 8, 256, 0, stream_>>>(x, labels, lse.as<float>(), N, C,
-                                                                                   static_cast<float>(1.0 / divisor), g);
+        ::fusedloss::cuda::triple_chevron(std::max(1, info_.sm_count) * 8, 256, 0, stream_)
+            .doit(ce_grad_kernel<S, L>, x, labels, lse.as<float>(), N, C, static_cast<float>(1.0 / divisor), g);
         check(cudaGetLastError(), "baseline kernels");
       };
       if (c.label_dtype == DType::Int32) with_labels(static_cast<std::int32_t*>(nullptr));

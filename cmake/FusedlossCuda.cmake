@@ -1,6 +1,17 @@
-# Detect a CUDA toolkit without requiring a GPU. Sets FUSEDLOSS_WITH_CUDA.
+# Which CUDA device the CUDA path is built for. Sets FUSEDLOSS_WITH_CUDA (the CUDA path is built)
+# and FUSEDLOSS_EMULATED (it is built for the emulated device in sim/).
+#   FUSEDLOSS_DEVICE=auto      nvcc when a CUDA toolkit is found, else the CPU path only
+#   FUSEDLOSS_DEVICE=emulated  kernels compiled by the host compiler, run on the CPU (sim/)
+#   FUSEDLOSS_DEVICE=none      the CPU path only (as FUSEDLOSS_ENABLE_CUDA=OFF)
+set(FUSEDLOSS_DEVICE auto CACHE STRING "CUDA device: auto | emulated | none")
+set_property(CACHE FUSEDLOSS_DEVICE PROPERTY STRINGS auto emulated none)
 set(FUSEDLOSS_WITH_CUDA OFF)
-if(FUSEDLOSS_ENABLE_CUDA)
+set(FUSEDLOSS_EMULATED OFF)
+if(FUSEDLOSS_DEVICE STREQUAL "emulated")
+  set(FUSEDLOSS_WITH_CUDA ON)
+  set(FUSEDLOSS_EMULATED ON)
+  message(STATUS "fusedloss: CUDA path ON for the emulated device (host compiler, sim/)")
+elseif(FUSEDLOSS_ENABLE_CUDA AND NOT FUSEDLOSS_DEVICE STREQUAL "none")
   if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()
@@ -23,5 +34,20 @@ if(FUSEDLOSS_ENABLE_CUDA)
     message(STATUS "fusedloss: no CUDA compiler found, building the CPU path only")
   endif()
 else()
-  message(STATUS "fusedloss: CUDA disabled (FUSEDLOSS_ENABLE_CUDA=OFF), building the CPU path only")
+  message(STATUS "fusedloss: CUDA disabled, building the CPU path only")
 endif()
+
+# Adds CUDA sources (kernels and the host code around them) to a target. With nvcc they are
+# CUDA; for the emulated device they are C++ compiled by the host compiler, instrumented so the
+# emulated device sees every memory access of the kernels (sim/src/checkers.cpp), and the target
+# links the emulated runtime instead of libcudart.
+function(fusedloss_cuda_sources target)
+  target_sources(${target} PRIVATE ${ARGN})
+  if(FUSEDLOSS_EMULATED)
+    set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES LANGUAGE CXX
+      COMPILE_OPTIONS "-xc++;-fsanitize=thread;--param=tsan-instrument-func-entry-exit=0")
+    target_link_libraries(${target} PRIVATE fusedloss::sim)
+  else()
+    target_link_libraries(${target} PRIVATE CUDA::cudart_static)
+  endif()
+endfunction()

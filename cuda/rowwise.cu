@@ -305,11 +305,11 @@ Status launch_plan(const KernelSet& ks, const Plan& plan, const rw::RowArgs& a, 
   switch (plan.strategy) {
     case Strategy::Warp: {
       const long long grid = ceil_div(N, rw::kWarpRowsPerBlock);
-      ks.warp<<<static_cast<unsigned>(grid < kMaxGrid ? grid : kMaxGrid), plan.threads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(grid < kMaxGrid ? grid : kMaxGrid), plan.threads, 0, stream).doit(ks.warp, a);
       break;
     }
     case Strategy::Block:
-      ks.block<<<static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream).doit(ks.block, a);
       break;
     case Strategy::Cluster: {
       const long long max_rows = kMaxGrid / plan.cluster;
@@ -332,15 +332,15 @@ Status launch_plan(const KernelSet& ks, const Plan& plan, const rw::RowArgs& a, 
         // so the refusal is remembered and every later call of this shape streams too.
         cudaGetLastError();
         cluster_refused(ks.cache, plan.cluster);
-        ks.stream<<<static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), rw::kStreamThreads, 0, stream>>>(a);
+        ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), rw::kStreamThreads, 0, stream).doit(ks.stream, a);
       }
       break;
     }
     case Strategy::Stream:
-      ks.stream<<<static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream).doit(ks.stream, a);
       break;
     case Strategy::Scalar:
-      ks.scalar<<<static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream).doit(ks.scalar, a);
       break;
   }
   FUSEDLOSS_CUDA_CHECK_LAUNCH();
@@ -432,16 +432,16 @@ Status launch_simple(bool nll, const rw::RowArgs& a, bool rows_aligned, cudaStre
     const unsigned g = static_cast<unsigned>(grid < kMaxGrid ? grid : kMaxGrid);
     const int threads = cuda::kWarpSize * rw::kWarpRowsPerBlock;
     if (nll) {
-      rw::nll_kernel<S, VEC, rw::kWarp><<<g, threads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(g, threads, 0, stream).doit(rw::nll_kernel<S, VEC, rw::kWarp>, a);
     } else {
-      rw::kl_div_kernel<S, VEC, rw::kWarp><<<g, threads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(g, threads, 0, stream).doit(rw::kl_div_kernel<S, VEC, rw::kWarp>, a);
     }
   } else {
     const unsigned g = static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid);
     if (nll) {
-      rw::nll_kernel<S, VEC, rw::kBlock><<<g, rw::kSimpleThreads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(g, rw::kSimpleThreads, 0, stream).doit(rw::nll_kernel<S, VEC, rw::kBlock>, a);
     } else {
-      rw::kl_div_kernel<S, VEC, rw::kBlock><<<g, rw::kSimpleThreads, 0, stream>>>(a);
+      ::fusedloss::cuda::triple_chevron(g, rw::kSimpleThreads, 0, stream).doit(rw::kl_div_kernel<S, VEC, rw::kBlock>, a);
     }
   }
   FUSEDLOSS_CUDA_CHECK_LAUNCH();
@@ -518,10 +518,10 @@ Status run_typed(const RowwiseProblem& p, const LossOutputs& o, const Layout& L,
     la.labels64 = a.labels64;
     la.need_wsum = (ce && a.eps > 0.f && a.w != nullptr) ? 1 : 0;
     la.mean = p.reduction == Reduction::Mean ? 1 : 0;
-    rw::label_stats_kernel<<<L.label_parts, rw::kStatsThreads, 0, stream>>>(la);
+    ::fusedloss::cuda::triple_chevron(L.label_parts, rw::kStatsThreads, 0, stream).doit(rw::label_stats_kernel, la);
     FUSEDLOSS_CUDA_CHECK_LAUNCH();
     if (L.label_parts > 1) {
-      rw::label_final_kernel<<<1, rw::kStatsThreads, 0, stream>>>(la, L.label_parts);
+      ::fusedloss::cuda::triple_chevron(1, rw::kStatsThreads, 0, stream).doit(rw::label_final_kernel, la, L.label_parts);
       FUSEDLOSS_CUDA_CHECK_LAUNCH();
     }
     a.stats = stats;
@@ -582,10 +582,10 @@ Status run_typed(const RowwiseProblem& p, const LossOutputs& o, const Layout& L,
     f.N = N;
     f.chunk = ceil_div(N, L.loss_parts);
     f.divisor = divisor;
-    rw::loss_partial_kernel<<<L.loss_parts, rw::kStatsThreads, 0, stream>>>(f);
+    ::fusedloss::cuda::triple_chevron(L.loss_parts, rw::kStatsThreads, 0, stream).doit(rw::loss_partial_kernel, f);
     FUSEDLOSS_CUDA_CHECK_LAUNCH();
     if (L.loss_parts > 1) {
-      rw::loss_final_kernel<<<1, rw::kStatsThreads, 0, stream>>>(f, L.loss_parts);
+      ::fusedloss::cuda::triple_chevron(1, rw::kStatsThreads, 0, stream).doit(rw::loss_final_kernel, f, L.loss_parts);
       FUSEDLOSS_CUDA_CHECK_LAUNCH();
     }
   }
@@ -605,7 +605,7 @@ Status cuda_compute(const RowwiseProblem& problem, const LossOutputs& outputs, v
   if (problem.rows <= 0) {  // N == 0: sum → 0, mean / batchmean → NaN, none → nothing
     if (problem.reduction != Reduction::None) {
       const float v = problem.reduction == Reduction::Sum ? 0.f : std::numeric_limits<float>::quiet_NaN();
-      cuda::rowwise::write_scalar_kernel<<<1, 1, 0, stream>>>(outputs.loss, v);
+      ::fusedloss::cuda::triple_chevron(1, 1, 0, stream).doit(cuda::rowwise::write_scalar_kernel, outputs.loss, v);
       FUSEDLOSS_CUDA_CHECK_LAUNCH();
     }
     if (outputs.error_count != nullptr)

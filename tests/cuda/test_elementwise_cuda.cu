@@ -19,11 +19,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
-#include <thrust/device_ptr.h>
-#include <thrust/device_vector.h>
-#include <thrust/equal.h>
-#include <thrust/execution_policy.h>
-#include <thrust/tabulate.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,6 +69,44 @@ bool device_present() {
 
 #define FL_CUDA_EXPECT(expr) EXPECT_EQ(cudaSuccess, (expr)) << #expr
 #define FL_CUDA_ASSERT(expr) ASSERT_EQ(cudaSuccess, (expr)) << #expr
+
+/// A device array with the vector operations the tests need. Every byte goes through
+/// cudaMalloc / cudaMemcpy, so the emulated device's initcheck sees what was written.
+template <class T>
+class DeviceVec {
+ public:
+  DeviceVec() = default;
+  explicit DeviceVec(std::size_t n, T value = T()) { assign(std::vector<T>(n, value)); }
+  explicit DeviceVec(const std::vector<T>& host) { assign(host); }
+  ~DeviceVec() { cudaFree(p_); }
+  DeviceVec(const DeviceVec&) = delete;
+  DeviceVec& operator=(const DeviceVec&) = delete;
+  void assign(const std::vector<T>& host) {
+    cudaFree(p_);
+    p_ = nullptr;
+    n_ = host.size();
+    if (n_ == 0) return;
+    FL_CUDA_EXPECT(cudaMalloc(&p_, n_ * sizeof(T)));
+    FL_CUDA_EXPECT(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  void resize(std::size_t n, T value = T()) { assign(std::vector<T>(n, value)); }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    if (n_ > 0) FL_CUDA_EXPECT(cudaMemcpy(host.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  T operator[](std::size_t i) const {
+    T v{};
+    FL_CUDA_EXPECT(cudaMemcpy(&v, p_ + i, sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+  }
+  T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
 
 int cpu_threads() {
   const unsigned hw = std::thread::hardware_concurrency();
@@ -299,13 +332,13 @@ constexpr std::int64_t kGuard = 16;  // guard elements on each side of every dev
 
 /// A device buffer of `elems` + 2·kGuard elements of `es` bytes, filled with 0xFF.
 struct Guarded {
-  thrust::device_vector<unsigned char> mem;
+  DeviceVec<unsigned char> mem;
   std::size_t es = 1;
   std::int64_t elems = 0;
   std::int64_t off = 0;  // extra element offset of the data (misalignment)
   Guarded(std::int64_t n, std::size_t elem_size, std::int64_t offset)
       : mem(static_cast<std::size_t>(n + 2 * kGuard + 1) * elem_size, kPoisonFill), es(elem_size), elems(n), off(offset) {}
-  unsigned char* data() { return thrust::raw_pointer_cast(mem.data()) + (kGuard + off) * es; }
+  unsigned char* data() { return mem.data() + (kGuard + off) * es; }
   void upload(const std::vector<unsigned char>& host) {
     if (!host.empty()) FL_CUDA_EXPECT(cudaMemcpy(data(), host.data(), host.size(), cudaMemcpyHostToDevice));
   }
@@ -317,7 +350,7 @@ struct Guarded {
   /// Every byte outside [off, off + elems) is still 0xFF.
   bool guards_intact() {
     std::vector<unsigned char> all(mem.size());
-    FL_CUDA_EXPECT(cudaMemcpy(all.data(), thrust::raw_pointer_cast(mem.data()), all.size(), cudaMemcpyDeviceToHost));
+    FL_CUDA_EXPECT(cudaMemcpy(all.data(), mem.data(), all.size(), cudaMemcpyDeviceToHost));
     const std::size_t lo = static_cast<std::size_t>(kGuard + off) * es;
     const std::size_t hi = lo + static_cast<std::size_t>(elems) * es;
     for (std::size_t b = 0; b < all.size(); ++b)
@@ -346,8 +379,8 @@ Result gpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
   Guarded dx(n, es, o.off_x), dy(n, es, o.off_y), dw(n, es, o.off_w), dgrad(n, es, o.off_grad);
   const std::int64_t loss_elems = red == Reduction::None ? n : 1;
   Guarded dloss(loss_elems, sizeof(float), o.off_loss);
-  thrust::device_vector<float> dpos(h.pos_weight.begin(), h.pos_weight.end());
-  thrust::device_vector<std::int64_t> derr(1, -1);
+  DeviceVec<float> dpos(h.pos_weight);
+  DeviceVec<std::int64_t> derr(1, -1);
   dx.upload(h.x);
   dy.upload(h.y);
   if (weights) dw.upload(h.w);
@@ -357,18 +390,18 @@ Result gpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
   p.target = dy.data();
   p.weight = weights ? dw.data() : nullptr;
   if (h.pos_col) {
-    p.params.pos_weight_per_column = thrust::raw_pointer_cast(dpos.data());
+    p.params.pos_weight_per_column = dpos.data();
     p.params.columns = h.columns;
   }
   LossOutputs out;
   out.loss = reinterpret_cast<float*>(dloss.data());
   out.grad = o.with_grad ? (o.in_place ? static_cast<void*>(dx.data()) : static_cast<void*>(dgrad.data())) : nullptr;
-  out.error_count = o.with_error_count ? thrust::raw_pointer_cast(derr.data()) : nullptr;
+  out.error_count = o.with_error_count ? derr.data() : nullptr;
 
   const std::size_t ws_bytes = fusedloss::detail::cuda_workspace_size(p);
-  thrust::device_vector<unsigned char> ws(ws_bytes > 0 ? ws_bytes : 1, kPoisonFill);
+  DeviceVec<unsigned char> ws(ws_bytes > 0 ? ws_bytes : 1, kPoisonFill);
   Result r;
-  r.status = fusedloss::detail::cuda_compute(p, out, ws_bytes > 0 ? thrust::raw_pointer_cast(ws.data()) : nullptr,
+  r.status = fusedloss::detail::cuda_compute(p, out, ws_bytes > 0 ? ws.data() : nullptr,
                                              ws_bytes, o.stream);
   FL_CUDA_EXPECT(cudaStreamSynchronize(o.stream));
   FL_CUDA_EXPECT(cudaGetLastError());
@@ -378,7 +411,7 @@ Result gpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
   if (o.with_grad) r.grad = o.in_place ? dx.download() : dgrad.download();
   if (o.with_error_count) {
     std::int64_t e = 0;
-    FL_CUDA_EXPECT(cudaMemcpy(&e, thrust::raw_pointer_cast(derr.data()), sizeof e, cudaMemcpyDeviceToHost));
+    FL_CUDA_EXPECT(cudaMemcpy(&e, derr.data(), sizeof e, cudaMemcpyDeviceToHost));
     r.errors = e;
   }
   EXPECT_TRUE(dloss.guards_intact()) << "loss written outside its range";
@@ -564,11 +597,11 @@ TEST(ElementwiseCuda, SmoothL1BetaZeroIsL1) {
 
 // ---- determinism ---------------------------------------------------------------------------------
 
-/// Device-resident outputs of repeated calls, compared on the device (thrust::equal).
+/// Device-resident outputs of repeated calls.
 struct DeviceOutputs {
-  thrust::device_vector<unsigned char> x, y, w, grad, ws, pos;
-  thrust::device_vector<float> loss;
-  thrust::device_vector<std::int64_t> err;
+  DeviceVec<unsigned char> x, y, w, grad, ws, pos;
+  DeviceVec<float> loss;
+  DeviceVec<std::int64_t> err;
   ElementwiseProblem p;
   LossOutputs out;
   std::size_t ws_bytes = 0;
@@ -577,43 +610,40 @@ struct DeviceOutputs {
       : x(h.x), y(h.y), w(weights ? h.w : std::vector<unsigned char>()), grad(h.x.size(), kPoisonFill),
         loss(red == Reduction::None ? static_cast<std::size_t>(h.n) : 1u), err(1, -1) {
     p = make_problem(h, red, grad_scale);
-    p.input = thrust::raw_pointer_cast(x.data());
-    p.target = thrust::raw_pointer_cast(y.data());
-    p.weight = weights ? thrust::raw_pointer_cast(w.data()) : nullptr;
+    p.input = x.data();
+    p.target = y.data();
+    p.weight = weights ? w.data() : nullptr;
     if (h.pos_col) {
       pos.resize(h.pos_weight.size() * sizeof(float));
-      FL_CUDA_EXPECT(cudaMemcpy(thrust::raw_pointer_cast(pos.data()), h.pos_weight.data(), pos.size(),
+      FL_CUDA_EXPECT(cudaMemcpy(pos.data(), h.pos_weight.data(), pos.size(),
                                 cudaMemcpyHostToDevice));
-      p.params.pos_weight_per_column = reinterpret_cast<const float*>(thrust::raw_pointer_cast(pos.data()));
+      p.params.pos_weight_per_column = reinterpret_cast<const float*>(pos.data());
       p.params.columns = h.columns;
     }
-    out.loss = thrust::raw_pointer_cast(loss.data());
-    out.grad = thrust::raw_pointer_cast(grad.data());
-    out.error_count = thrust::raw_pointer_cast(err.data());
+    out.loss = loss.data();
+    out.grad = grad.data();
+    out.error_count = err.data();
     ws_bytes = fusedloss::detail::cuda_workspace_size(p);
     ws.resize(ws_bytes > 0 ? ws_bytes : 1, kPoisonFill);
   }
-  void* workspace() { return ws_bytes > 0 ? thrust::raw_pointer_cast(ws.data()) : nullptr; }
+  void* workspace() { return ws_bytes > 0 ? ws.data() : nullptr; }
   Status run(cudaStream_t stream = nullptr) {
     return fusedloss::detail::cuda_compute(p, out, workspace(), ws_bytes, stream);
   }
   void poison(cudaStream_t stream = nullptr) {
-    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(grad.data()), kPoisonFill, grad.size(), stream));
-    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(loss.data()), kPoisonFill, loss.size() * sizeof(float), stream));
-    FL_CUDA_EXPECT(cudaMemsetAsync(thrust::raw_pointer_cast(err.data()), kPoisonFill, sizeof(std::int64_t), stream));
+    FL_CUDA_EXPECT(cudaMemsetAsync(grad.data(), kPoisonFill, grad.size(), stream));
+    FL_CUDA_EXPECT(cudaMemsetAsync(loss.data(), kPoisonFill, loss.size() * sizeof(float), stream));
+    FL_CUDA_EXPECT(cudaMemsetAsync(err.data(), kPoisonFill, sizeof(std::int64_t), stream));
     FL_CUDA_EXPECT(cudaMemsetAsync(workspace(), kPoisonFill, ws.size(), stream));
   }
 };
 
-bool device_equal(const thrust::device_vector<unsigned char>& a, const thrust::device_vector<unsigned char>& b) {
-  return a.size() == b.size() && thrust::equal(a.begin(), a.end(), b.begin());
+bool device_equal(const DeviceVec<unsigned char>& a, const DeviceVec<unsigned char>& b) {
+  return a.size() == b.size() && a.download() == b.download();
 }
-bool device_equal_bits(const thrust::device_vector<float>& a, const thrust::device_vector<float>& b) {
-  const auto* pa = reinterpret_cast<const unsigned*>(thrust::raw_pointer_cast(a.data()));
-  const auto* pb = reinterpret_cast<const unsigned*>(thrust::raw_pointer_cast(b.data()));
-  return a.size() == b.size() && thrust::equal(thrust::device, thrust::device_pointer_cast(pa),
-                                               thrust::device_pointer_cast(pa + a.size()),
-                                               thrust::device_pointer_cast(pb));
+bool device_equal_bits(const DeviceVec<float>& a, const DeviceVec<float>& b) {
+  const std::vector<float> ha = a.download(), hb = b.download();
+  return ha.size() == hb.size() && (ha.empty() || std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(float)) == 0);
 }
 
 TEST(ElementwiseCuda, HundredRunsAreBitwiseIdentical) {
@@ -695,7 +725,7 @@ TEST(ElementwiseCuda, GraphCaptureReplayEqualsDirectCall) {
     }
     SCOPED_TRACE(describe(h, c.red, c.weights));
     DeviceOutputs direct(h, c.red, c.weights, 2.0), graphed(h, c.red, c.weights, 2.0);
-    FL_CUDA_ASSERT(cudaDeviceSynchronize());  // thrust filled the buffers on its own stream
+    FL_CUDA_ASSERT(cudaDeviceSynchronize());  // the buffers were filled on the legacy stream
     ASSERT_TRUE(direct.run(stream) == Status::Success);
     FL_CUDA_ASSERT(cudaStreamSynchronize(stream));
 
@@ -868,29 +898,26 @@ TEST(ElementwiseCuda, PublicApiCudaBackendMatchesCpuBackend) {
   cfg.backend = fusedloss::Backend::CUDA;
   std::size_t bytes = 0;
   ASSERT_TRUE(fusedloss::workspace_size(d.p, d.out, cfg, &bytes) == Status::Success);
-  thrust::device_vector<unsigned char> ws(bytes > 0 ? bytes : 1);
-  cfg.workspace = thrust::raw_pointer_cast(ws.data());
+  DeviceVec<unsigned char> ws(bytes > 0 ? bytes : 1);
+  cfg.workspace = ws.data();
   cfg.workspace_bytes = bytes;
   ASSERT_TRUE(fusedloss::compute(d.p, d.out, cfg) == Status::Success);
   FL_CUDA_ASSERT(cudaDeviceSynchronize());
   Result gpu;
   const float gpu_loss = d.loss[0];
   gpu.loss = {gpu_loss};
-  gpu.grad.resize(d.grad.size());
-  thrust::copy(d.grad.begin(), d.grad.end(), gpu.grad.begin());
+  gpu.grad = d.grad.download();
   expect_loss_close(gpu, ref, 2.0, "public api");
   expect_grad_close(gpu, ref, DType::BFloat16, grad_factor(h, Reduction::Mean, 1.0, ref), 2.0, h.k_mag, "public api");
 }
 
 // ---- n > 2^31 (fp16) ----------------------------------------------------------------------------
 
-struct HalfGen {
-  std::uint64_t seed;
-  int stream;
-  __host__ __device__ __half operator()(std::int64_t i) const {
-    return __float2half_rn(static_cast<float>(-3.0 + 6.0 * uniform01(seed, stream, i)));
-  }
-};
+__global__ void fill_uniform_half(__half* p, std::int64_t n, std::uint64_t seed, int stream) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    p[i] = __float2half_rn(static_cast<float>(-3.0 + 6.0 * uniform01(seed, stream, i)));
+}
 
 struct DeviceMem {
   void* p = nullptr;
@@ -923,10 +950,9 @@ TEST(ElementwiseCuda, MoreThanTwoToThe31ElementsFp16) {
 
   DeviceMem dx(bytes), dy(bytes), dg(bytes);
   if (dx.p == nullptr || dy.p == nullptr || dg.p == nullptr) GTEST_SKIP() << "device allocation failed";
-  thrust::tabulate(thrust::device, thrust::device_pointer_cast(static_cast<__half*>(dx.p)),
-                   thrust::device_pointer_cast(static_cast<__half*>(dx.p) + n), HalfGen{77, 0});
-  thrust::tabulate(thrust::device, thrust::device_pointer_cast(static_cast<__half*>(dy.p)),
-                   thrust::device_pointer_cast(static_cast<__half*>(dy.p) + n), HalfGen{77, 1});
+  fusedloss::cuda::triple_chevron(4096, 256).doit(fill_uniform_half, static_cast<__half*>(dx.p), n, std::uint64_t{77}, 0);
+  fusedloss::cuda::triple_chevron(4096, 256).doit(fill_uniform_half, static_cast<__half*>(dy.p), n, std::uint64_t{77}, 1);
+  FL_CUDA_ASSERT(cudaGetLastError());
   FL_CUDA_ASSERT(cudaMemset(dg.p, kPoisonFill, bytes));
 
   ElementwiseProblem p;
@@ -937,15 +963,15 @@ TEST(ElementwiseCuda, MoreThanTwoToThe31ElementsFp16) {
   p.target = dy.p;
   p.reduction = Reduction::Mean;
   p.grad_scale = static_cast<double>(n);  // gradient factor exactly 1: fp16 gradients of O(1)
-  thrust::device_vector<float> dloss(1, std::nanf(""));
-  thrust::device_vector<std::int64_t> derr(1, -1);
+  DeviceVec<float> dloss(1, std::nanf(""));
+  DeviceVec<std::int64_t> derr(1, -1);
   LossOutputs out;
-  out.loss = thrust::raw_pointer_cast(dloss.data());
+  out.loss = dloss.data();
   out.grad = dg.p;
-  out.error_count = thrust::raw_pointer_cast(derr.data());
+  out.error_count = derr.data();
   const std::size_t ws_bytes = fusedloss::detail::cuda_workspace_size(p);
-  thrust::device_vector<unsigned char> ws(ws_bytes, kPoisonFill);
-  ASSERT_TRUE(fusedloss::detail::cuda_compute(p, out, thrust::raw_pointer_cast(ws.data()), ws_bytes, nullptr) ==
+  DeviceVec<unsigned char> ws(ws_bytes, kPoisonFill);
+  ASSERT_TRUE(fusedloss::detail::cuda_compute(p, out, ws.data(), ws_bytes, nullptr) ==
               Status::Success);
   FL_CUDA_ASSERT(cudaDeviceSynchronize());
   EXPECT_EQ(static_cast<std::int64_t>(derr[0]), 0);

@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fusedloss/cuda/device_common.cuh"
 #include "fusedloss/fusedloss.hpp"
 #include "reliability/invalid_calls.hpp"
 #include "reliability/reliability_cases.hpp"
@@ -752,7 +753,7 @@ void run_large_elementwise(std::int64_t n) {
   if (!enough_memory(2 * bytes)) GTEST_SKIP() << "needs " << 2 * bytes / (1 << 20) << " MiB of free device memory";
   DevMem x(bytes), y(bytes), loss(4), err(8);
   ASSERT_TRUE(x.ptr && y.ptr);
-  fill_elementwise<<<4096, 256>>>(x.as<__half>(), y.as<__half>(), n);
+  ::fusedloss::cuda::triple_chevron(4096, 256).doit(fill_elementwise, x.as<__half>(), y.as<__half>(), n);
   REL_CUDA_ASSERT(cudaDeviceSynchronize());
   // Windows of elements checked against the CPU path: the end, and around 2^31 and 2^32.
   const std::int64_t W = 4096;
@@ -829,7 +830,7 @@ void run_large_rowwise(std::int64_t rows, std::int64_t classes) {
   DevMem z(bytes), labels(static_cast<std::size_t>(rows) * 8), lse(static_cast<std::size_t>(rows) * 4), loss(4),
       err(8);
   ASSERT_TRUE(z.ptr && labels.ptr && lse.ptr);
-  fill_rowwise<<<4096, 256>>>(z.as<__half>(), labels.as<std::int64_t>(), rows, classes);
+  ::fusedloss::cuda::triple_chevron(4096, 256).doit(fill_rowwise, z.as<__half>(), labels.as<std::int64_t>(), rows, classes);
   REL_CUDA_ASSERT(cudaDeviceSynchronize());
   // Rows checked against the CPU path: the last two and the ones holding elements 2^31 and 2^32.
   std::vector<std::int64_t> check_rows = {rows - 2, rows - 1};

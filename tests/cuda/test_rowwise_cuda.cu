@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "fusedloss/api.hpp"
+#include "fusedloss/cuda/device_common.cuh"
 #include "fusedloss/float16.hpp"
 #include "fusedloss/types.hpp"
 
@@ -1076,7 +1077,7 @@ TEST(RowwiseCuda, MoreThan2Pow32Elements) {
 
   DevBuf x(total * 2);
   ASSERT_TRUE(x.ok());
-  fill_logits_bf16<<<4096, 256>>>(x.as<__nv_bfloat16>(), total);
+  ::fusedloss::cuda::triple_chevron(4096, 256).doit(fill_logits_bf16, x.as<__nv_bfloat16>(), total);
   CUDA_OK(cudaGetLastError());
   std::vector<std::int64_t> labels(static_cast<std::size_t>(N));
   std::mt19937_64 rng(99);

@@ -139,8 +139,8 @@ __device__ __forceinline__ void store_partial(const PartialsView& view, std::int
 /// result. Launch it with launch_combine().
 template <int K, bool kCounts, class Finish>
 __global__ void __launch_bounds__(kCombineThreads) combine_partials_kernel(PartialsView view, Finish finish) {
-  __shared__ double value_scratch[K > 0 ? K : 1][kWarpSize];
-  __shared__ long long count_scratch[kWarpSize];
+  FUSEDLOSS_SHARED(double[(K > 0 ? K : 1)][kWarpSize], value_scratch);
+  FUSEDLOSS_SHARED(long long[kWarpSize], count_scratch);
   double totals[K > 0 ? K : 1];
   long long count = 0;
 #pragma unroll
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_partials_kernel(Parti
 /// Enqueues the combine kernel on `stream`. Returns the launch status (cudaGetLastError()).
 template <int K, bool kCounts, class Finish>
 inline cudaError_t launch_combine(const PartialsView& view, const Finish& finish, cudaStream_t stream) {
-  combine_partials_kernel<K, kCounts, Finish><<<1, kCombineThreads, 0, stream>>>(view, finish);
+  ::fusedloss::cuda::triple_chevron(1, kCombineThreads, 0, stream).doit(combine_partials_kernel<K, kCounts, Finish>, view, finish);
   return cudaGetLastError();
 }
 

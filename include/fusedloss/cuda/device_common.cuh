@@ -3,14 +3,19 @@
 //
 //  * dtype traits: the storage type of each DType and float32 load / rounded store;
 //  * warp and block sums in float32 with a fixed shuffle tree (bitwise reproducible);
-//  * FUSEDLOSS_CUDA_TRY: map a cudaError_t to Status::CudaError without aborting.
+//  * FUSEDLOSS_CUDA_TRY: map a cudaError_t to Status::CudaError without aborting;
+//  * the seams between the kernels and the device they run on (nvcc's, or the emulated device in
+//    sim/): the launch helper, __shared__ declarations, compiler barriers, cluster support. Under
+//    nvcc each compiles to exactly the plain CUDA it replaces.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "fusedloss/types.hpp"
 
@@ -22,8 +27,57 @@
 /// After a kernel launch: report a launch failure (bad configuration, no device) as CudaError.
 #define FUSEDLOSS_CUDA_CHECK_LAUNCH() FUSEDLOSS_CUDA_TRY(cudaGetLastError())
 
+// ---- device seams ------------------------------------------------------------------------------------
+
+/// Per-block shared storage of type T (arrays allowed: FUSEDLOSS_SHARED(float[32], red)). The
+/// emulated device gives every block (and every block of a cluster) its own copy.
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+#define FUSEDLOSS_SHARED(T, name) ::fusedloss::cuda::shared_t<T>& name = ::fusedloss_sim::block_shared<T>([] {})
+#else
+#define FUSEDLOSS_SHARED(T, name) __shared__ ::fusedloss::cuda::shared_t<T> name
+#endif
+
+/// Compiler barriers: an empty asm with a read-write operand makes a value opaque to the
+/// optimiser and emits no instruction (the operand letters are PTX's under nvcc).
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+#define FUSEDLOSS_OPAQUE_F32(v) asm volatile("" : "+g"(v))
+#define FUSEDLOSS_OPAQUE_U64(v) asm volatile("" : "+r"(v))
+#else
+#define FUSEDLOSS_OPAQUE_F32(v) asm volatile("" : "+f"(v))
+#define FUSEDLOSS_OPAQUE_U64(v) asm volatile("" : "+l"(v))
+#endif
+#define FUSEDLOSS_OPAQUE_U32(v) asm volatile("" : "+r"(v))
+
+/// Thread-block clusters and distributed shared memory (sm_90+, and the emulated device).
+#if defined(FUSEDLOSS_EMULATED_DEVICE) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+#define FUSEDLOSS_DEVICE_HAS_CLUSTERS 1
+#else
+#define FUSEDLOSS_DEVICE_HAS_CLUSTERS 0
+#endif
+
 namespace fusedloss {
 namespace cuda {
+
+template <class T>
+using shared_t = T;
+
+/// The one way kernels are launched (CUB's triple_chevron): under nvcc exactly
+/// `kernel<<<grid, block, smem, stream>>>(args...)`, on the emulated device its launch. Errors
+/// surface through cudaGetLastError, as with <<<>>>.
+struct triple_chevron {
+  dim3 grid, block;
+  std::size_t smem;
+  cudaStream_t stream;
+  triple_chevron(dim3 g, dim3 b, std::size_t s = 0, cudaStream_t st = 0) : grid(g), block(b), smem(s), stream(st) {}
+  template <class... P, class... A>
+  void doit(void (*kernel)(P...), A&&... args) const {
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+    ::fusedloss_sim::launch(kernel, grid, block, smem, stream, 1u, std::forward<A>(args)...);
+#else
+    kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+#endif
+  }
+};
 
 template <DType D>
 struct Storage;

@@ -284,7 +284,7 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
     }
 
     if constexpr (kPartials) {
-      __shared__ PartialScratch<kValueStreams> scratch;
+      FUSEDLOSS_SHARED(PartialScratch<kValueStreams>, scratch);
       float v[kValueStreams > 0 ? kValueStreams : 1] = {acc};
       long long count = bad;
       block_reduce_partial<kValueStreams, kCount>(v, count, scratch);
@@ -420,7 +420,7 @@ cudaError_t launch_main(const Args<S>& a, cudaStream_t stream, int grid_override
   }
   if (static_cast<std::int64_t>(grid) > a.tiles) grid = static_cast<int>(a.tiles);
   if (grid < 1) grid = 1;
-  kernel<<<grid, kBlockThreads, 0, stream>>>(a);
+  ::fusedloss::cuda::triple_chevron(grid, kBlockThreads, 0, stream).doit(kernel, a);
   return cudaGetLastError();
 }
 

@@ -107,12 +107,12 @@ __device__ __forceinline__ float over_row_sum(float num, float sum_e) {
 /// reduction instead — twice the registers of the packed bf16/fp16 row, and spills. An empty
 /// volatile asm with a read-write operand makes the value opaque (no instruction is emitted).
 __device__ __forceinline__ float opaque(float v) {
-  asm volatile("" : "+f"(v));
+  FUSEDLOSS_OPAQUE_F32(v);
   return v;
 }
 template <class T>
 __device__ __forceinline__ const T* opaque_ptr(const T* p) {
-  asm volatile("" : "+l"(p));
+  FUSEDLOSS_OPAQUE_U64(p);
   return p;
 }
 template <class Raw, int N>
@@ -120,7 +120,7 @@ __device__ __forceinline__ void launder(Raw (&r)[N]) {
 #pragma unroll
   for (int j = 0; j < N; ++j)
 #pragma unroll
-    for (int i = 0; i < static_cast<int>(sizeof(r[j].w) / sizeof(r[j].w[0])); ++i) asm volatile("" : "+r"(r[j].w[i]));
+    for (int i = 0; i < static_cast<int>(sizeof(r[j].w) / sizeof(r[j].w[0])); ++i) FUSEDLOSS_OPAQUE_U32(r[j].w[i]);
 }
 
 __device__ __forceinline__ float warp_max_f(float v) {
@@ -470,7 +470,7 @@ struct Group<kCluster> {
   unsigned size;
   int slot;
   __device__ Group(GroupSmem& s, int items) : sm(s), tid(static_cast<int>(threadIdx.x)), T(static_cast<int>(blockDim.x)), base(0), rank(0), size(1), slot(0) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if FUSEDLOSS_DEVICE_HAS_CLUSTERS
     cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
     rank = cl.block_rank();
     size = cl.num_blocks();
@@ -490,7 +490,7 @@ struct Group<kCluster> {
   __device__ void exchange(float (&v)[K]) {
     static_assert(K <= 4, "at most 4 values per exchange");
     block_reduce<K, MAX>(v, sm.red);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if FUSEDLOSS_DEVICE_HAS_CLUSTERS
     cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
     float* mine = sm.xchg[slot];
     slot ^= 1;
@@ -520,7 +520,7 @@ struct Group<kCluster> {
   }
   /// No block may exit while another can still read its shared memory.
   __device__ void finish() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if FUSEDLOSS_DEVICE_HAS_CLUSTERS
     cooperative_groups::this_cluster().sync();
 #endif
   }
@@ -752,7 +752,7 @@ __global__ void __launch_bounds__(ModeBounds<MODE>::kThreads, ModeBounds<MODE>::
   if constexpr (FUSEDLOSS_CLUSTER_UNSUPPORTED(MODE)) {
     return;  // never launched: the host checks the kernel's binary version first
   } else {
-    __shared__ GroupSmem sm;
+    FUSEDLOSS_SHARED(GroupSmem, sm);
     Group<MODE> g(sm, ITEMS);
     const RowStats* st = a.stats;
     const float F = st != nullptr ? st->factor : a.factor;
@@ -793,7 +793,7 @@ __global__ void __launch_bounds__(kStreamThreads) sparse_ce_stream_kernel(const 
   using IO = VecIO<S, VEC>;
   using Raw = typename IO::Raw;
   constexpr int U = kStreamUnroll;
-  __shared__ GroupSmem sm;
+  FUSEDLOSS_SHARED(GroupSmem, sm);
   Group<kBlock> g(sm, 0);
   const RowStats* st = a.stats;
   const float F = st != nullptr ? st->factor : a.factor;
@@ -949,7 +949,7 @@ __global__ void __launch_bounds__(ModeBounds<MODE>::kThreads, ModeBounds<MODE>::
   } else {
     using IO = VecIO<S, VEC>;
     using Raw = typename IO::Raw;
-    __shared__ GroupSmem sm;
+    FUSEDLOSS_SHARED(GroupSmem, sm);
     Group<MODE> g(sm, ITEMS);
     const float F = a.factor;
     const int C = static_cast<int>(a.C);  // register strategies: C < 2^20
@@ -1034,7 +1034,7 @@ __global__ void __launch_bounds__(kStreamThreads) soft_ce_stream_kernel(const Ro
   using IO = VecIO<S, VEC>;
   using Raw = typename IO::Raw;
   constexpr int U = kStreamUnroll;
-  __shared__ GroupSmem sm;
+  FUSEDLOSS_SHARED(GroupSmem, sm);
   Group<kBlock> g(sm, 0);
   const float F = a.factor;
   const long long C = a.C;
@@ -1140,7 +1140,7 @@ __global__ void __launch_bounds__(ModeBounds<MODE>::kThreads, ModeBounds<MODE>::
   } else {
     using IO = VecIO<S, VEC>;
     using Raw = typename IO::Raw;
-    __shared__ GroupSmem sm;
+    FUSEDLOSS_SHARED(GroupSmem, sm);
     Group<MODE> g(sm, ITEMS);
     const int C = static_cast<int>(a.C);  // register strategies: C < 2^20
     const float cexp = a.inv_temp * kLog2e;
@@ -1216,7 +1216,7 @@ __global__ void __launch_bounds__(kStreamThreads) kl_logits_stream_kernel(const 
   using IO = VecIO<S, VEC>;
   using Raw = typename IO::Raw;
   constexpr int U = kStreamUnroll;
-  __shared__ GroupSmem sm;
+  FUSEDLOSS_SHARED(GroupSmem, sm);
   Group<kBlock> g(sm, 0);
   const long long C = a.C;
   const float cexp = a.inv_temp * kLog2e;
@@ -1313,7 +1313,7 @@ __global__ void __launch_bounds__(MODE == kWarp ? kWarpSize * kWarpRowsPerBlock 
     nll_kernel(const RowArgs a) {
   using IO = VecIO<S, VEC>;
   using Raw = typename IO::Raw;
-  __shared__ GroupSmem sm;
+  FUSEDLOSS_SHARED(GroupSmem, sm);
   Group<MODE> g(sm, 0);
   const RowStats* st = a.stats;
   const float F = st != nullptr ? st->factor : a.factor;
@@ -1359,7 +1359,7 @@ __global__ void __launch_bounds__(MODE == kWarp ? kWarpSize * kWarpRowsPerBlock 
     kl_div_kernel(const RowArgs a) {
   using IO = VecIO<S, VEC>;
   using Raw = typename IO::Raw;
-  __shared__ GroupSmem sm;
+  FUSEDLOSS_SHARED(GroupSmem, sm);
   Group<MODE> g(sm, 0);
   const float F = a.factor;
   const long long C = a.C;
@@ -1438,9 +1438,9 @@ __device__ __forceinline__ void finish_label_stats(const LabelArgs& la, double d
 /// Block b reduces labels [b·chunk, (b+1)·chunk) and class weights [b·cchunk, (b+1)·cchunk).
 /// A one-block grid finishes the statistics itself; otherwise label_final_kernel does.
 __global__ void __launch_bounds__(kStatsThreads) label_stats_kernel(const LabelArgs la) {
-  __shared__ double sd[kWarpSize];
-  __shared__ double sw[kWarpSize];
-  __shared__ long long sb[kWarpSize];
+  FUSEDLOSS_SHARED(double[kWarpSize], sd);
+  FUSEDLOSS_SHARED(double[kWarpSize], sw);
+  FUSEDLOSS_SHARED(long long[kWarpSize], sb);
   const long long b = blockIdx.x;
   double div = 0.0, wsum = 0.0;
   long long bad = 0;
@@ -1476,9 +1476,9 @@ __global__ void __launch_bounds__(kStatsThreads) label_stats_kernel(const LabelA
 }
 
 __global__ void __launch_bounds__(kStatsThreads) label_final_kernel(const LabelArgs la, int parts) {
-  __shared__ double sd[kWarpSize];
-  __shared__ double sw[kWarpSize];
-  __shared__ long long sb[kWarpSize];
+  FUSEDLOSS_SHARED(double[kWarpSize], sd);
+  FUSEDLOSS_SHARED(double[kWarpSize], sw);
+  FUSEDLOSS_SHARED(long long[kWarpSize], sb);
   double div = 0.0, wsum = 0.0;
   long long bad = 0;
   for (int i = threadIdx.x; i < parts; i += blockDim.x) {
@@ -1513,7 +1513,7 @@ __device__ __forceinline__ void finish_loss(const LossArgs& f, double total) {
 }
 
 __global__ void __launch_bounds__(kStatsThreads) loss_partial_kernel(const LossArgs f) {
-  __shared__ double sd[kWarpSize];
+  FUSEDLOSS_SHARED(double[kWarpSize], sd);
   const long long b = blockIdx.x;
   const long long lo = b * f.chunk;
   const long long hi = lo + f.chunk < f.N ? lo + f.chunk : f.N;
@@ -1530,7 +1530,7 @@ __global__ void __launch_bounds__(kStatsThreads) loss_partial_kernel(const LossA
 }
 
 __global__ void __launch_bounds__(kStatsThreads) loss_final_kernel(const LossArgs f, int parts) {
-  __shared__ double sd[kWarpSize];
+  FUSEDLOSS_SHARED(double[kWarpSize], sd);
   double acc = 0.0;
   for (int i = threadIdx.x; i < parts; i += blockDim.x) acc += f.part[i];
   acc = block_sum(acc, sd);
