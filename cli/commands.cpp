@@ -109,7 +109,7 @@ std::string empty_mean_reason(const HostProblem& p) {
       weight_sum += p.has_class_weight ? get_value(p.class_weight, y) : 1.0;
     }
   }
-  if (ignored == p.rows) return "every row is ignored (label = ignore_index " + std::to_string(ignore) + ")";
+  if (ignored == p.rows) return "every row is ignored: all labels are ignore_index " + std::to_string(ignore);
   if (ignored + invalid == p.rows)
     return "no row counts toward the mean: " + std::to_string(ignored) + " ignored, " + std::to_string(invalid) +
            " with an invalid label";
