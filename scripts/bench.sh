@@ -35,7 +35,5 @@ done
 if [ -z "$json" ]; then
   json=results.json
   echo "bench: to keep the results as JSON: bash scripts/bench.sh --json $json" >&2
-else
-  echo "bench: wrote $json" >&2
 fi
 echo "bench: to plot them: /usr/bin/python3 bench/plot.py $json -o ${json%.json}.png   (Debian: python3-matplotlib)" >&2
