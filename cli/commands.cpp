@@ -34,6 +34,12 @@ Backend resolve_device(const std::string& raw) {
   throw UsageError("--device: unknown device '" + raw + "' (use cpu or cuda)");
 }
 
+std::string no_gpu_advice(const std::string& command) {
+  const std::string cpu = command == "validate" ? "`fusedloss eval --device cpu ...` (the CPU reference path)"
+                                                : "`--device cpu` (the CPU path)";
+  return "instead: " + cpu + ", or the emulated build (README: Running without a GPU)";
+}
+
 namespace {
 
 std::string invalid_value_meaning(Loss loss) {
@@ -77,9 +83,38 @@ void write_outputs(const std::string& dir, const std::vector<std::pair<std::stri
 }
 
 std::string format_value(double v) {
+  if (std::isnan(v)) return "nan";  // printf would print the sign of 0/0 as "-nan"
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
+}
+
+/// Why a reduced loss is NaN when the data hold no NaN: a mean over nothing. Empty when it is not.
+std::string empty_mean_reason(const HostProblem& p) {
+  const Reduction r = p.spec.reduction;
+  if (r != Reduction::Mean && r != Reduction::BatchMean) return "";
+  if (!p.rowwise) return p.n == 0 ? "mean of no elements" : "";
+  if (p.rows == 0) return "mean of no rows";
+  if (!p.sparse) return "";
+  const std::int64_t ignore = p.spec.rowwise.ignore_index;
+  std::int64_t ignored = 0, invalid = 0;
+  double weight_sum = 0;
+  for (std::int64_t n = 0; n < p.rows; ++n) {
+    const auto y = static_cast<std::int64_t>(get_value(p.labels, n));
+    if (y == ignore) {
+      ++ignored;
+    } else if (y < 0 || y >= p.classes) {
+      ++invalid;
+    } else {
+      weight_sum += p.has_class_weight ? get_value(p.class_weight, y) : 1.0;
+    }
+  }
+  if (ignored == p.rows) return "every row is ignored: all labels are ignore_index " + std::to_string(ignore);
+  if (ignored + invalid == p.rows)
+    return "no row counts toward the mean: " + std::to_string(ignored) + " ignored, " + std::to_string(invalid) +
+           " with an invalid label";
+  if (weight_sum == 0) return "the class weights of the counted rows sum to 0";
+  return "";
 }
 
 }  // namespace
@@ -115,7 +150,9 @@ int run_eval(const EvalOptions& o) {
   if (!o.quiet) {
     const std::string where = backend == Backend::CUDA ? "cuda" : "cpu";
     if (loss_shape.empty()) {
-      std::printf("loss = %s  (%s, %s)\n", format_value(first_loss).c_str(), problem.describe().c_str(), where.c_str());
+      const std::string reason = std::isnan(first_loss) ? empty_mean_reason(problem) : std::string();
+      std::printf("loss = %s%s  (%s, %s)\n", format_value(first_loss).c_str(),
+                  reason.empty() ? "" : (" (" + reason + ")").c_str(), problem.describe().c_str(), where.c_str());
     } else {
       std::printf("loss: %lld values %s, sum %s  (%s, %s)\n", static_cast<long long>(loss_count),
                   shape_string(loss_shape).c_str(), format_value(loss_sum).c_str(), problem.describe().c_str(),

@@ -56,6 +56,9 @@ struct BenchOptions {
 
 /// Resolves --device: "cuda" requires a usable GPU (NoGpuError), "" picks cuda when available.
 fusedloss::Backend resolve_device(const std::string& device);
+/// What a user without a GPU can run instead of `command` (eval, validate, bench): appended to
+/// every NoGpuError line.
+std::string no_gpu_advice(const std::string& command);
 
 int run_eval(const EvalOptions& options);
 int run_validate(const ValidateOptions& options);

@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: error: %s\n", prefix.c_str(), one_line(e.what()).c_str());
     return kExitUsage;
   } catch (const NoGpuError& e) {
-    std::fprintf(stderr, "%s: %s\n", prefix.c_str(), one_line(e.what()).c_str());
+    std::fprintf(stderr, "%s: %s; %s\n", prefix.c_str(), one_line(e.what()).c_str(), no_gpu_advice(name).c_str());
     return kExitNoGpu;
   } catch (const RuntimeFailure& e) {
     std::fprintf(stderr, "%s: failed: %s\n", prefix.c_str(), one_line(e.what()).c_str());

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <set>
 
@@ -144,6 +145,7 @@ LossSpec make_spec(const std::string& loss, const std::string& reduction, const 
     } else if (key == "pos_weight") {
       spec.elementwise.pos_weight = parse_double(value, what);
       require(spec.elementwise.pos_weight > 0, what + " must be > 0");
+      spec.pos_weight_given = true;
     } else if (key == "ignore_index") {
       spec.rowwise.ignore_index = parse_int(value, what);
     } else if (key == "label_smoothing") {
@@ -162,6 +164,10 @@ LossSpec make_spec(const std::string& loss, const std::string& reduction, const 
       require(spec.rowwise.temperature > 0, what + " must be > 0");
     } else if (key == "grad_scale") {
       spec.grad_scale = parse_double(value, what);
+      const double mag = std::fabs(spec.grad_scale);
+      require(mag == 0 || (mag >= std::numeric_limits<float>::min() && mag <= std::numeric_limits<float>::max()),
+              what + " must be 0 (loss only) or have a magnitude in [FLT_MIN, FLT_MAX] = " +
+                  "[1.1754943508222875e-38, 3.4028234663852886e38]");
     }
   }
   return spec;
@@ -228,6 +234,8 @@ HostProblem load_problem(const LossSpec& spec, const InputFiles& files) {
     }
     if (!files.pos_weight.empty()) {
       require(spec.loss == Loss::BCEWithLogits, "--pos-weight applies to bce_with_logits only");
+      require(!spec.pos_weight_given, "--param pos_weight and --pos-weight " + files.pos_weight +
+                                          " both set pos_weight; give one (a scalar or a per-column file)");
       const NpyArray pw = read_npy(files.pos_weight);
       require(pw.shape.size() == 1 && pw.shape[0] >= 1,
               "--pos-weight " + files.pos_weight + " must be a 1-D array [C], got shape " + shape_string(pw.shape));
@@ -262,8 +270,13 @@ HostProblem load_problem(const LossSpec& spec, const InputFiles& files) {
       p.has_labels = true;
       p.sparse = true;
     } else {
+      // A 1-D float target is almost always class indices saved with the wrong dtype.
       require(y.shape == x.shape, "shape mismatch: --target " + files.target + " (soft targets) has shape " +
-                                      shape_string(y.shape) + ", --input has " + shape_string(x.shape));
+                                      shape_string(y.shape) + ", --input has " + shape_string(x.shape) +
+                                      (y.shape.size() == 1
+                                           ? std::string("; class-index labels must be int32 or int64 (got ") + npy_descr(y.type) +
+                                                 "); soft targets must have shape [N, C] = " + shape_string(x.shape)
+                                           : std::string()));
       p.target = take_values(y, p.dtype, files.target);
       p.has_target = true;
     }

@@ -21,6 +21,7 @@ struct LossSpec {
   fusedloss::ElementwiseParams elementwise{};
   fusedloss::RowwiseParams rowwise{};
   double grad_scale = 1.0;
+  bool pos_weight_given = false;  ///< --param pos_weight given (it conflicts with --pos-weight FILE)
 };
 
 /// Parses --loss, --reduction, --dtype (may be empty) and the --param KEY=VALUE list.

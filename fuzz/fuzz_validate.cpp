@@ -139,7 +139,8 @@ std::int64_t esize(int d) { return d == 0 ? 4 : 2; }
 // Options must survive float32 (the CUDA path's precision): positive ones in [FLT_MIN, FLT_MAX].
 bool pos_f(double v) { return v >= std::numeric_limits<float>::min() && v <= std::numeric_limits<float>::max(); }
 bool zpos_f(double v) { return v == 0 || pos_f(v); }
-bool mag_f(double v) { return std::fabs(v) <= std::numeric_limits<float>::max(); }
+// grad_scale: 0, or a magnitude in [FLT_MIN, FLT_MAX].
+bool grad_scale_f(double v) { return v == 0 || pos_f(std::fabs(v)); }
 
 struct Model {
   bool valid = false;
@@ -153,7 +154,7 @@ Model model(const fusedloss::ElementwiseProblem& p, const fusedloss::LossOutputs
   const Reduction r = p.reduction == Reduction::Default ? Reduction::Mean : p.reduction;
   if (r == Reduction::BatchMean) return m;
   if (p.loss == Loss::RMSE && r != Reduction::Mean) return m;
-  if (!mag_f(p.grad_scale)) return m;
+  if (!grad_scale_f(p.grad_scale)) return m;
   std::int64_t data = 0, loss_bytes = 0, pos_bytes = 0;
   if (p.n < 0 || !mul_fits(p.n, esize(static_cast<int>(p.dtype)), &data)) return m;
   if (p.n > 0 && (p.input == nullptr || p.target == nullptr)) return m;
@@ -189,7 +190,7 @@ Model model(const fusedloss::RowwiseProblem& p, const fusedloss::LossOutputs& o)
              kll = p.loss == Loss::KLDivLogits;
   const Reduction r = p.reduction == Reduction::Default ? (kll ? Reduction::BatchMean : Reduction::Mean) : p.reduction;
   if (r == Reduction::BatchMean && !(kl || kll)) return m;
-  if (!mag_f(p.grad_scale)) return m;
+  if (!grad_scale_f(p.grad_scale)) return m;
   if (p.rows < 0 || p.classes < 1 || p.row_stride < 0) return m;
   const std::int64_t stride = p.row_stride == 0 ? p.classes : p.row_stride;
   if (stride < p.classes) return m;

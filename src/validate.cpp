@@ -25,7 +25,9 @@ constexpr double kFloatMax = std::numeric_limits<float>::max();
 constexpr double kFloatMin = std::numeric_limits<float>::min();  // smallest normal float
 bool positive_float(double v) { return v >= kFloatMin && v <= kFloatMax; }  // false for NaN
 bool zero_or_positive_float(double v) { return v == 0 || positive_float(v); }
-bool float_magnitude(double v) { return std::fabs(v) <= kFloatMax; }  // false for NaN and ±inf
+// grad_scale: 0 is valid (loss only, zero gradient); any other value must be a normal float in
+// magnitude, so the CUDA path never multiplies by a flushed-to-zero or infinite factor.
+bool grad_scale_float(double v) { return v == 0 || positive_float(std::fabs(v)); }  // false for NaN and ±inf
 /// Every buffer must be aligned to its element size (typed access on both backends).
 bool aligned(const void* ptr, std::size_t elem_bytes) {
   return elem_bytes == 0 || reinterpret_cast<std::uintptr_t>(ptr) % elem_bytes == 0;
@@ -83,7 +85,7 @@ Status validate(const ElementwiseProblem& problem, const LossOutputs& out, Eleme
   if (p.reduction == Reduction::Default) p.reduction = Reduction::Mean;
   if (p.reduction == Reduction::BatchMean) return Status::InvalidArgument;  // KL losses only
   if (p.loss == Loss::RMSE && p.reduction != Reduction::Mean) return Status::InvalidArgument;
-  if (!float_magnitude(p.grad_scale)) return Status::InvalidArgument;
+  if (!grad_scale_float(p.grad_scale)) return Status::InvalidArgument;
 
   std::int64_t data_bytes = 0;
   if (p.n < 0 || !byte_size(p.n, dtype_size(p.dtype), &data_bytes)) return Status::InvalidArgument;
@@ -137,7 +139,7 @@ Status validate(const RowwiseProblem& problem, const LossOutputs& out, RowwisePr
     return Status::InvalidArgument;
   if (p.reduction == Reduction::Default) p.reduction = kl_logits ? Reduction::BatchMean : Reduction::Mean;
   if (p.reduction == Reduction::BatchMean && !(kl || kl_logits)) return Status::InvalidArgument;
-  if (!float_magnitude(p.grad_scale)) return Status::InvalidArgument;
+  if (!grad_scale_float(p.grad_scale)) return Status::InvalidArgument;
 
   // Shape: N >= 0 rows of C >= 1 classes, rows row_stride >= C elements apart.
   if (p.rows < 0 || p.classes < 1 || p.row_stride < 0) return Status::InvalidArgument;

@@ -39,7 +39,8 @@ namespace fusedloss {
 
 /// Options of the elementwise losses; each is read only by the losses named. Options (and
 /// grad_scale) must be representable in float32, the CUDA path's precision: a positive option
-/// lies in [FLT_MIN, FLT_MAX] (1.2e-38 … 3.4e38), |grad_scale| <= FLT_MAX; else InvalidArgument.
+/// lies in [FLT_MIN, FLT_MAX] (1.2e-38 … 3.4e38); grad_scale is 0 or |grad_scale| lies in
+/// [FLT_MIN, FLT_MAX]; else InvalidArgument.
 struct ElementwiseParams {
   double delta = 1.0;       ///< huber, pseudo_huber: > 0
   double beta = 1.0;        ///< smooth_l1: >= 0 (0 is L1)
@@ -63,7 +64,9 @@ struct ElementwiseProblem {
   const void* target = nullptr;  ///< [n]
   const void* weight = nullptr;  ///< [n] optional per-element weights (nullptr = 1)
   Reduction reduction = Reduction::Default;
-  double grad_scale = 1.0;  ///< the gradient is multiplied by this (e.g. a loss scale); |grad_scale| <= FLT_MAX
+  /// The gradient is multiplied by this (e.g. a loss scale): 0 (loss only, zero gradient) or
+  /// |grad_scale| in [FLT_MIN, FLT_MAX].
+  double grad_scale = 1.0;
   ElementwiseParams params{};
 };
 
@@ -102,7 +105,7 @@ struct RowwiseProblem {
   const void* target = nullptr;         ///< [N, row_stride] dense target (see above)
   const float* class_weight = nullptr;  ///< [C] optional float32 class weights (cross_entropy, nll)
   Reduction reduction = Reduction::Default;
-  double grad_scale = 1.0;
+  double grad_scale = 1.0;  ///< as ElementwiseProblem::grad_scale
   RowwiseParams params{};
 };
 

@@ -3,6 +3,7 @@
 // with NOTHING written: all inputs and outputs live in one arena whose every byte is compared before/after.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -171,6 +172,8 @@ std::vector<BadCase> bad_cases() {
   E("elem_grad_scale_nan", [](Call& c) { c.e.grad_scale = kDNaN; });
   E("elem_grad_scale_inf", [](Call& c) { c.e.grad_scale = kDInf; });
   E("elem_grad_scale_neg_inf", [](Call& c) { c.e.grad_scale = -kDInf; });
+  E("elem_grad_scale_below_float_min", [](Call& c) { c.e.grad_scale = 1e-40; });
+  E("elem_grad_scale_above_float_max", [](Call& c) { c.e.grad_scale = 3.5e38; });
   E("elem_lse_output", [](Call& c) { c.out.lse = c.arena.f(64); });
   // ---- elementwise: overlapping buffers (only grad == input exactly is allowed)
   E("elem_grad_is_target", [](Call& c) { c.out.grad = c.arena.f(8); });
@@ -253,6 +256,8 @@ std::vector<BadCase> bad_cases() {
   R("rows_temperature_nan", [](Call& c) { c.dense(Loss::KLDivLogits); c.r.params.temperature = kDNaN; });
   R("rows_grad_scale_nan", [](Call& c) { c.r.grad_scale = kDNaN; });
   R("rows_grad_scale_inf", [](Call& c) { c.r.grad_scale = -kDInf; });
+  R("rows_grad_scale_below_float_min", [](Call& c) { c.r.grad_scale = -1e-40; });
+  R("rows_grad_scale_above_float_max", [](Call& c) { c.r.grad_scale = -3.5e38; });
   R("rows_lse_with_nll", [](Call& c) { c.r.loss = Loss::NLL; });
   R("rows_lse_with_kl_div", [](Call& c) { c.dense(Loss::KLDiv); c.out.lse = c.arena.f(136); });
   R("rows_lse_with_kl_logits", [](Call& c) { c.dense(Loss::KLDivLogits); c.out.lse = c.arena.f(136); });
@@ -379,6 +384,31 @@ TEST(BadArgumentsBaseline, RowwiseBaselineIsValid) {
     c.r.input = nullptr;
     c.r.labels = nullptr;
     EXPECT_EQ(c.compute(), Status::Success);
+  }
+}
+
+// The edges of the grad_scale rule that are valid: 0 (loss only: the gradient is exactly zero) and
+// |grad_scale| = FLT_MIN or FLT_MAX. The table above holds the invalid neighbours (1e-40, 3.5e38).
+TEST(BadArgumentsBaseline, GradScaleEdgesAreValid) {
+  constexpr double kMin = std::numeric_limits<float>::min(), kMax = std::numeric_limits<float>::max();
+  for (bool rows : {false, true}) {
+    for (double scale : {0.0, kMin, -kMin, kMax, -kMax}) {
+      SCOPED_TRACE(std::string(rows ? "row-wise" : "elementwise") + ", grad_scale " + std::to_string(scale));
+      Call c(rows);
+      (rows ? c.r.grad_scale : c.e.grad_scale) = scale;
+      std::size_t bytes = 4242;
+      EXPECT_EQ(c.workspace(&bytes), Status::Success);
+      ASSERT_EQ(c.compute(), Status::Success);
+      const std::size_t loss_at = rows ? 96 : 24, grad_at = rows ? 112 : 32, grad_count = rows ? 20 : 8;
+      EXPECT_TRUE(std::isfinite(*c.arena.f(loss_at))) << "the loss does not depend on grad_scale";
+      for (std::size_t i = 0; i < grad_count; ++i) {
+        const float g = *c.arena.f(grad_at + i);
+        EXPECT_FALSE(is_poison(g)) << "gradient " << i << " not written";
+        if (scale == 0.0) {
+          EXPECT_EQ(g, 0.0f) << "gradient " << i << ": grad_scale 0 gives an exactly zero gradient";
+        }
+      }
+    }
   }
 }
 

@@ -505,6 +505,7 @@ TEST_F(Cli, InvalidDataIsAnErrorUnlessAllowed) {
 struct BadInvocation {
   const char* name;
   std::vector<std::string> args;  ///< {X} {Y} {Z} {L} {W} {OUT} {DIR} are replaced by paths
+  const char* message = nullptr;  ///< when set: the one stderr line must contain it
 };
 
 void PrintTo(const BadInvocation& b, std::ostream* os) { *os << b.name; }
@@ -521,6 +522,8 @@ class CliUserError : public Cli, public ::testing::WithParamInterface<BadInvocat
     save_i64("labels3.npy", {3}, {0, 2, 1});
     save_f32("cw2.npy", {2}, {1, 1});
     save_f32("p.npy", {6}, {0.5f, 1.5f, 0.2f, 0.1f, 0.3f, 0.9f});
+    save_f32("pw3.npy", {3}, {1, 2, 3});
+    save_f32("labels_f4.npy", {2}, {0, 2});  // class indices saved as float
     const std::vector<unsigned char> good = serialize_npy(NpyType::F4, {6}, x.data());
     std::vector<unsigned char> truncated = good;
     truncated.resize(truncated.size() - 5);
@@ -566,6 +569,9 @@ TEST_P(CliUserError, ExitsTwoWithOneLineAndWritesNothing) {
   EXPECT_EQ(r.status, 2) << "stdout: " << r.out << "\nstderr: " << r.err;
   EXPECT_EQ(r.err_lines(), 1) << r.err;
   EXPECT_NE(r.err.find("error"), std::string::npos) << r.err;
+  if (GetParam().message != nullptr) {
+    EXPECT_NE(r.err.find(GetParam().message), std::string::npos) << r.err;
+  }
   EXPECT_FALSE(fs::exists(path("out"))) << "an output directory was created";
   // No temporary files left in the fixture directory either.
   for (const auto& entry : fs::directory_iterator(dir_))
@@ -611,6 +617,20 @@ INSTANTIATE_TEST_SUITE_P(
         BadInvocation{"LabelsWrongLength",
                       {EVAL, "-l", "cross_entropy", "-i", "{z.npy}", "-t", "{labels3.npy}", "-o", "{OUT}"}},
         BadInvocation{"NllFloatTarget", {EVAL, "-l", "nll", "-i", "{z.npy}", "-t", "{z.npy}", "-o", "{OUT}"}},
+        // pos_weight twice: neither may silently win.
+        BadInvocation{"PosWeightParamAndFile",
+                      {EVAL, "-l", "bce_with_logits", "-i", "{z.npy}", "-t", "{z.npy}", "-p", "pos_weight=2",
+                       "--pos-weight", "{pw3.npy}", "-o", "{OUT}"},
+                      "--param pos_weight and --pos-weight"},
+        BadInvocation{"FloatLabelsForCrossEntropy",
+                      {EVAL, "-l", "cross_entropy", "-i", "{z.npy}", "-t", "{labels_f4.npy}", "-o", "{OUT}"},
+                      "class-index labels must be int32 or int64 (got <f4); soft targets must have shape [N, C] = [2, 3]"},
+        BadInvocation{"GradScaleBelowFloatMin",
+                      {EVAL, "-l", "mse", "-i", "{x.npy}", "-t", "{y.npy}", "-p", "grad_scale=1e-40", "-o", "{OUT}"},
+                      "grad_scale"},
+        BadInvocation{"GradScaleAboveFloatMax",
+                      {EVAL, "-l", "mse", "-i", "{x.npy}", "-t", "{y.npy}", "-p", "grad_scale=-3.5e38", "-o", "{OUT}"},
+                      "grad_scale must be 0 (loss only) or have a magnitude in [FLT_MIN, FLT_MAX]"},
         BadInvocation{"ClassWeightWrongLength",
                       {EVAL, "-l", "cross_entropy", "-i", "{z.npy}", "-t", "{labels.npy}", "-w", "{cw2.npy}", "-o", "{OUT}"}},
         BadInvocation{"WeightForKl", {EVAL, "-l", "kl_div", "-i", "{z.npy}", "-t", "{z.npy}", "-w", "{cw2.npy}", "-o", "{OUT}"}},
@@ -640,6 +660,9 @@ TEST_F(Cli, ValidateExitStatusReflectsTheGpu) {
     EXPECT_EQ(r.status, 3) << r.err;
     EXPECT_EQ(r.err_lines(), 1) << r.err;
     EXPECT_NE(r.err.find("GPU"), std::string::npos) << r.err;
+    // The line says what to run instead.
+    EXPECT_NE(r.err.find("instead: `fusedloss eval --device cpu ...`"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("the emulated build (README: Running without a GPU)"), std::string::npos) << r.err;
   } else {
     EXPECT_EQ(r.status, 0) << r.out << r.err;
     EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
@@ -662,7 +685,53 @@ TEST_F(Cli, DeviceCudaWithoutGpuExitsThree) {
   const ProcessResult r = run({"eval", "-d", "cuda", "-l", "mse", "-i", path("x.npy"), "-t", path("x.npy"), "-o", path("out")});
   EXPECT_EQ(r.status, 3) << r.err;
   EXPECT_EQ(r.err_lines(), 1) << r.err;
+  EXPECT_NE(r.err.find("instead: `--device cpu`"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the emulated build (README: Running without a GPU)"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("out")));
+}
+
+// ---- what a reduced loss of NaN means, and grad_scale's edges ------------------------------------
+
+TEST_F(Cli, EmptyMeanPrintsNanAndTheReason) {
+  save_f32("x0.npy", {0}, {});
+  const ProcessResult empty =
+      run({"eval", "-d", "cpu", "-l", "mse", "-i", path("x0.npy"), "-t", path("x0.npy"), "-o", path("out0")});
+  ASSERT_EQ(empty.status, 0) << empty.err;
+  EXPECT_EQ(empty.out.rfind("loss = nan (mean of no elements)  (mse", 0), 0u) << empty.out;
+
+  save_f32("z.npy", {3, 4}, random_floats(12, 5, -2, 2));
+  save_i64("ignored.npy", {3}, {-100, -100, -100});
+  const ProcessResult ignored =
+      run({"eval", "-d", "cpu", "-l", "cross_entropy", "-i", path("z.npy"), "-t", path("ignored.npy"), "-o", path("out1")});
+  ASSERT_EQ(ignored.status, 0) << ignored.err;
+  EXPECT_EQ(ignored.out.rfind("loss = nan (every row is ignored: all labels are ignore_index -100)  (cross_entropy", 0), 0u)
+      << ignored.out;
+  EXPECT_TRUE(std::isnan(read_f32(path("out1/loss.npy")).at(0)));
+
+  // A NaN that comes from the data is printed as nan too, without an empty-mean reason.
+  save_f32("xn.npy", {2}, {std::nanf(""), 1});
+  const ProcessResult data_nan =
+      run({"eval", "-d", "cpu", "-l", "mse", "-i", path("xn.npy"), "-t", path("xn.npy"), "-o", path("out2")});
+  ASSERT_EQ(data_nan.status, 0) << data_nan.err;
+  EXPECT_EQ(data_nan.out.rfind("loss = nan  (mse", 0), 0u) << data_nan.out;
+}
+
+TEST_F(Cli, GradScaleZeroAndTheFloatEdgesAreAccepted) {
+  save_f32("x.npy", {4}, {0.5f, -1, 2, 0.25f});
+  save_f32("y.npy", {4}, {0, 1, -3, 1});
+  for (const char* scale : {"0", "1.1754943508222875e-38", "-3.4028234663852886e38"}) {
+    SCOPED_TRACE(scale);
+    const std::string out = path(std::string("out") + scale);
+    const ProcessResult r = run({"eval", "-d", "cpu", "-l", "mse", "-i", path("x.npy"), "-t", path("y.npy"), "-p",
+                                 std::string("grad_scale=") + scale, "-o", out});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<float> grad = read_f32(out + "/grad.npy");
+    ASSERT_EQ(grad.size(), 4u);
+    if (std::string(scale) == "0") {
+      for (float g : grad) EXPECT_EQ(g, 0.0f) << "grad_scale 0: the gradient is exactly zero";
+      EXPECT_GT(read_f32(out + "/loss.npy").at(0), 0.0f) << "grad_scale 0 still computes the loss";
+    }
+  }
 }
 
 // ---- bench ------------------------------------------------------------------------------------

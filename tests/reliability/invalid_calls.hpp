@@ -268,6 +268,9 @@ inline std::vector<Call> invalid_calls(const Arena& a, fusedloss::Backend backen
   E(Loss::MSE, "grad_scale NaN").ep.grad_scale = kNaN;
   E(Loss::Hinge, "grad_scale +inf").ep.grad_scale = kInf;
   E(Loss::SquaredHinge, "grad_scale -inf").ep.grad_scale = -kInf;
+  E(Loss::MSE, "grad_scale 1e-40 (0 < |s| < FLT_MIN)").ep.grad_scale = 1e-40;
+  E(Loss::Huber, "grad_scale -1e-40 (0 < |s| < FLT_MIN)").ep.grad_scale = -1e-40;
+  E(Loss::BCEWithLogits, "grad_scale 3.5e38 (> FLT_MAX)").ep.grad_scale = 3.5e38;
 
   // ---- elementwise: sizes and pointers ----------------------------------------------------------
   E(Loss::MSE, "n = -1").ep.n = -1;
@@ -385,6 +388,8 @@ inline std::vector<Call> invalid_calls(const Arena& a, fusedloss::Backend backen
   R(RowKind::CrossEntropy, "unknown backend 7").cfg.backend = static_cast<Backend>(7);
   R(RowKind::CrossEntropy, "grad_scale NaN").rp.grad_scale = kNaN;
   R(RowKind::KLDiv, "grad_scale +inf").rp.grad_scale = kInf;
+  R(RowKind::CrossEntropy, "grad_scale 1e-40 (0 < |s| < FLT_MIN)").rp.grad_scale = 1e-40;
+  R(RowKind::NLL, "grad_scale -3.5e38 (> FLT_MAX)").rp.grad_scale = -3.5e38;
 
   // ---- row-wise: shapes --------------------------------------------------------------------------
   R(RowKind::CrossEntropy, "rows -1").rp.rows = -1;
