@@ -65,6 +65,14 @@ void require_dense(const Array& a, fusedloss::Loss loss, const char* what) {
   require(dense(a), loss, std::string(what) + " must be contiguous");
 }
 
+/// The int64 scalar the library overwrites with the number of invalid data values.
+std::int64_t* error_count_ptr(const Array& a, fusedloss::Loss loss) {
+  const nb::dlpack::dtype d = a.dtype();
+  require(a.size() == 1 && d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Int) && d.bits == 64, loss,
+          "error_count must be one int64");
+  return static_cast<std::int64_t*>(a.data());
+}
+
 /// All arrays of one call share the first array's device.
 void require_same_device(const Array& first, const OptArray& other, fusedloss::Loss loss, const char* what) {
   if (!other) return;
@@ -145,7 +153,7 @@ std::size_t elementwise(int loss_id, const Array& input, const Array& target, co
             "grad must be contiguous with the input's shape and dtype");
     out.grad = grad->data();
   }
-  out.error_count = static_cast<std::int64_t*>(error_count.data());
+  out.error_count = error_count_ptr(error_count, loss);
   return run(p, out, input, stream, workspace);
 }
 
@@ -212,7 +220,7 @@ std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, con
             "lse output must be a contiguous float32 [N] vector");
     out.lse = static_cast<float*>(lse->data());
   }
-  out.error_count = static_cast<std::int64_t*>(error_count.data());
+  out.error_count = error_count_ptr(error_count, loss);
   return run(p, out, input, stream, workspace);
 }
 
@@ -235,5 +243,4 @@ NB_MODULE(_fusedloss, m) {
     return std::make_pair(int(loss), fusedloss::is_elementwise(loss));
   });
   m.def("cuda_available", &fusedloss::cuda_available);
-  m.attr("REDUCTIONS") = nb::make_tuple("none", "mean", "sum", "batchmean");
 }
