@@ -36,7 +36,7 @@ def _no_target_grad(loss: str, target: Tensor):
 
 def _elementwise(loss: str, input: Tensor, target: Tensor, reduction: str, weight: Optional[Tensor] = None,
                  pos_weight: Union[Tensor, float, None] = None, grad_scale: float = 1.0, delta: float = 1.0,
-                 beta: float = 1.0) -> Tensor:
+                 beta: float = 1.0, weighted_mean_by_sum: bool = False) -> Tensor:
     if loss not in _ops.DIFFERENCE_LOSSES:
         _no_target_grad(loss, target)
     if target.shape != input.shape:
@@ -51,19 +51,25 @@ def _elementwise(loss: str, input: Tensor, target: Tensor, reduction: str, weigh
         pos_weight = pos_weight.to(torch.float32).expand(columns).contiguous()
     elif pos_weight is not None:
         pos_weight_scalar, pos_weight = float(pos_weight), None
-    loss_out, _, _ = _ops.elementwise(loss, input, target, weight, pos_weight, reduction_code(reduction),
-                                      grad_scale, delta, beta, pos_weight_scalar, _wants_grad(input, target))
+    # PyTorch's weighted mse/l1 mean divides by Σw (its huber's by numel, like the library): take
+    # the sum and divide here (autograd carries the 1/Σw into the saved gradient; no host sync).
+    by_weight_sum = weighted_mean_by_sum and weight is not None and reduction == "mean"
+    loss_out, _, _ = _ops.elementwise(loss, input, target, weight, pos_weight,
+                                      reduction_code("sum" if by_weight_sum else reduction), grad_scale, delta,
+                                      beta, pos_weight_scalar, _wants_grad(input, target))
+    if by_weight_sum:
+        loss_out = loss_out / weight.sum(dtype=torch.float32)
     return loss_out.to(input.dtype)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, grad_scale=1.0):
     _no_legacy(size_average, reduce)
-    return _elementwise("mse", input, target, reduction, weight, grad_scale=grad_scale)
+    return _elementwise("mse", input, target, reduction, weight, grad_scale=grad_scale, weighted_mean_by_sum=True)
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, grad_scale=1.0):
     _no_legacy(size_average, reduce)
-    return _elementwise("l1", input, target, reduction, weight, grad_scale=grad_scale)
+    return _elementwise("l1", input, target, reduction, weight, grad_scale=grad_scale, weighted_mean_by_sum=True)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None, *, grad_scale=1.0):
