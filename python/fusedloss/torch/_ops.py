@@ -27,15 +27,20 @@ def _dl(t: Optional[Tensor]):
 
 
 def _launch(fn, args, device: torch.device) -> None:
-    """Phase 1 + 2 of the C++ API, with the workspace from the framework's allocator."""
+    """Phase 1 + 2 of the C++ API, with the workspace from the framework's allocator.
+
+    Tensors in ``args`` become fresh DLPack capsules per call (a capsule is consumed once)."""
+    def call(stream, workspace=None):
+        return fn(*(_dl(a) if isinstance(a, Tensor) else a for a in args), stream, _dl(workspace))
+
     if device.type == "cuda":
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
-            need = fn(*args, stream, None)
+            need = call(stream)
             if need:
-                fn(*args, stream, _dl(torch.empty(need, dtype=torch.uint8, device=device)))
+                call(stream, torch.empty(need, dtype=torch.uint8, device=device))
     else:
-        fn(*args, 0, None)
+        call(0)
 
 
 def rows_ok(x: Tensor) -> bool:
@@ -58,8 +63,8 @@ def elementwise(loss: str, input: Tensor, target: Tensor, weight: Optional[Tenso
                 compute_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
     loss_out, grad, err = _elementwise_outputs(input, reduction, compute_grad)
     loss_id, _ = _ext.parse_loss(loss)
-    args = (loss_id, _dl(input.contiguous()), _dl(target.contiguous()), _dl(weight), _dl(pos_weight), reduction,
-            grad_scale, delta, beta, pos_weight_scalar, _dl(loss_out), _dl(grad) if compute_grad else None, _dl(err))
+    args = (loss_id, input.contiguous(), target.contiguous(), weight, pos_weight, reduction, grad_scale, delta, beta,
+            pos_weight_scalar, loss_out, grad if compute_grad else None, err)
     _launch(_ext.elementwise, args, input.device)
     return loss_out, grad, err
 
@@ -103,9 +108,8 @@ def _rowwise_outputs(loss: str, input: Tensor, reduction: int, compute_grad: boo
 def _rowwise_args(loss, input, labels, target, weight, reduction, grad_scale, ignore_index, label_smoothing,
                   z_loss, softcap, log_target, temperature, loss_out, grad, lse, err):
     loss_id, _ = _ext.parse_loss(loss)
-    return (loss_id, _dl(input), _dl(labels), _dl(target), _dl(weight), reduction, grad_scale, ignore_index,
-            label_smoothing, z_loss, softcap, log_target, temperature, _dl(loss_out), _dl(grad),
-            _dl(lse) if lse.numel() else None, _dl(err))
+    return (loss_id, input, labels, target, weight, reduction, grad_scale, ignore_index, label_smoothing, z_loss,
+            softcap, log_target, temperature, loss_out, grad, lse if lse.numel() else None, err)
 
 
 @torch.library.custom_op("fusedloss::rowwise", mutates_args=())
