@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torch.utils.dlpack import to_dlpack
 
 from .. import _fusedloss as _ext
@@ -49,6 +50,19 @@ def rows_ok(x: Tensor) -> bool:
     return (c == 1 or x.stride(1) == 1) and (n <= 1 or x.stride(0) >= c)
 
 
+def times_upstream(g: Tensor, d_loss: Tensor) -> Tensor:
+    """The saved gradient (of the sum for none, else of the reduced value) times the upstream
+    gradient: per element, per row ([N] against [N, C]) or once for a reduced loss."""
+    # Eager CPU backward with the usual upstream 1 skips a full pass over the gradient: reading a
+    # CPU scalar is no device sync. Traced code (compile, fake or proxy modes) keeps the multiply.
+    if (d_loss.dim() == 0 and d_loss.device.type == "cpu" and type(d_loss) is Tensor
+            and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None and d_loss.item() == 1.0):
+        return g
+    if d_loss.dim() == 1 and g.dim() == 2:
+        d_loss = d_loss.unsqueeze(1)
+    return (d_loss * g).to(g.dtype)
+
+
 # --- elementwise --------------------------------------------------------------------------------
 
 def _elementwise_outputs(input: Tensor, reduction: int, compute_grad: bool):
@@ -81,9 +95,7 @@ def _elementwise_setup(ctx, inputs, output):
 
 def _elementwise_backward(ctx, d_loss, _d_grad, _d_err):
     (g,) = ctx.saved_tensors
-    # The saved gradient is that of the sum (none) or of the reduced value: scale it by the
-    # upstream gradient, per element for none, once for a reduced loss.
-    d_input = (d_loss * g).to(g.dtype)
+    d_input = times_upstream(g, d_loss)
     d_target = -d_input if ctx.needs_input_grad[2] and ctx.difference else None
     return None, d_input, d_target, None, None, None, None, None, None, None, None
 
@@ -135,16 +147,9 @@ def _rowwise_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1], output[2])
 
 
-def scale_rows(g: Tensor, d_loss: Tensor) -> Tensor:
-    """The saved gradient times the upstream one: per row for a per-row loss, else as shaped."""
-    if d_loss.dim() == 1:
-        d_loss = d_loss.unsqueeze(1)
-    return (d_loss * g).to(g.dtype)
-
-
 def _rowwise_backward(ctx, d_loss, _d_grad, _d_lse, _d_err):
     (g,) = ctx.saved_tensors
-    return (None, scale_rows(g, d_loss)) + (None,) * 12
+    return (None, times_upstream(g, d_loss)) + (None,) * 12
 
 
 rowwise.register_autograd(_rowwise_backward, setup_context=_rowwise_setup)

@@ -178,7 +178,7 @@ class _InplaceRowwise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_loss, _d_lse, _d_err):
         (g,) = ctx.saved_tensors
-        return (None, _ops.scale_rows(g, d_loss)) + (None,) * 11
+        return (None, _ops.times_upstream(g, d_loss)) + (None,) * 11
 
 
 def _result(loss, lse, err, return_lse: bool, return_error_count: bool):
