@@ -2,8 +2,8 @@
 
 Each call runs the loss and its gradient in one fused pass and keeps the gradient for backward.
 Beyond PyTorch's arguments every loss takes ``grad_scale`` (multiplies the gradient, not the
-loss: a loss scale for mixed precision). Differences from PyTorch are listed in python/README.md
-and the main README's "From PyTorch" section.
+loss: a loss scale for mixed precision). Differences from PyTorch are listed in the README's
+"From PyTorch" section.
 """
 from typing import Optional, Union
 
