@@ -153,3 +153,15 @@ def test_no_grad_skips_the_gradient():
         loss = FL.mse_loss(x.float().requires_grad_(), y.float())
     assert loss.grad_fn is None
     torch.testing.assert_close(loss, F.mse_loss(x.float(), y.float()))
+
+
+def test_grad_scale_scales_the_gradient_not_the_loss():
+    x, y = data()
+    x = x.float().requires_grad_()
+    loss = FL.huber_loss(x, y.float(), grad_scale=8.0)
+    (g,) = torch.autograd.grad(loss, x)
+    ref_x = x.detach().requires_grad_()
+    ref = F.huber_loss(ref_x, y.float())
+    (ref_g,) = torch.autograd.grad(ref, ref_x)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(g, ref_g * 8)

@@ -205,3 +205,16 @@ def test_padded_rows_are_not_copied(monkeypatch):
     (g,) = torch.autograd.grad(loss, x)
     ref_x = x.detach().double().requires_grad_()
     assert_close(g, torch.autograd.grad(F.cross_entropy(ref_x, y), ref_x)[0], torch.float32)
+
+
+@pytest.mark.parametrize("inplace_backward", [False, True])
+def test_grad_scale_scales_the_gradient_not_the_loss(inplace_backward):
+    x, y = logits().float().detach(), labels()
+    plain = x.clone().requires_grad_()
+    scaled = x.clone().requires_grad_()
+    loss = FL.cross_entropy(plain * 1, y)
+    loss.backward()
+    scaled_loss = FL.cross_entropy(scaled * 1, y, grad_scale=8.0, inplace_backward=inplace_backward)
+    scaled_loss.backward()
+    assert scaled_loss.item() == loss.item()
+    assert torch.equal(scaled.grad, plain.grad * 8)  # a power of two: exact

@@ -38,7 +38,7 @@ def _launch(fn, args, device: torch.device) -> None:
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device).cuda_stream
             need = call(stream)
-            if need:
+            if need:  # freed on return, yet safe: the caching allocator reuses it only in stream order
                 call(stream, torch.empty(need, dtype=torch.uint8, device=device))
     else:
         call(0)
