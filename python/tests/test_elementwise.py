@@ -141,7 +141,8 @@ def test_bad_probability_follows_the_contract():
     x = x.float().clone()
     x[1, 2] = 1.5
     x.requires_grad_()
-    per_element = FL.binary_cross_entropy(x, y.float(), reduction="none")
+    per_element, err = FL.binary_cross_entropy(x, y.float(), reduction="none", return_error_count=True)
+    assert err.item() == 1
     assert torch.isnan(per_element[1, 2]) and torch.isfinite(per_element).sum() == x.numel() - 1
     (g,) = torch.autograd.grad(per_element.nansum(), x)
     assert g[1, 2] == 0

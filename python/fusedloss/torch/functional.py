@@ -36,7 +36,7 @@ def _no_target_grad(loss: str, target: Tensor):
 
 def _elementwise(loss: str, input: Tensor, target: Tensor, reduction: str, weight: Optional[Tensor] = None,
                  pos_weight: Union[Tensor, float, None] = None, grad_scale: float = 1.0, delta: float = 1.0,
-                 beta: float = 1.0, weighted_mean_by_sum: bool = False) -> Tensor:
+                 beta: float = 1.0, weighted_mean_by_sum: bool = False, return_error_count: bool = False):
     if loss not in _ops.DIFFERENCE_LOSSES:
         _no_target_grad(loss, target)
     if target.shape != input.shape:
@@ -54,12 +54,12 @@ def _elementwise(loss: str, input: Tensor, target: Tensor, reduction: str, weigh
     # PyTorch's weighted mse/l1 mean divides by Σw (its huber's by numel, like the library): take
     # the sum and divide here (autograd carries the 1/Σw into the saved gradient; no host sync).
     by_weight_sum = weighted_mean_by_sum and weight is not None and reduction == "mean"
-    loss_out, _, _ = _ops.elementwise(loss, input, target, weight, pos_weight,
-                                      reduction_code("sum" if by_weight_sum else reduction), grad_scale, delta,
-                                      beta, pos_weight_scalar, _wants_grad(input, target))
+    loss_out, _, err = _ops.elementwise(loss, input, target, weight, pos_weight,
+                                        reduction_code("sum" if by_weight_sum else reduction), grad_scale, delta,
+                                        beta, pos_weight_scalar, _wants_grad(input, target))
     if by_weight_sum:
         loss_out = loss_out / weight.sum(dtype=torch.float32)
-    return loss_out.to(input.dtype)
+    return (loss_out.to(input.dtype), err) if return_error_count else loss_out.to(input.dtype)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *, grad_scale=1.0):
@@ -83,10 +83,12 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean", *,
-                         grad_scale=1.0):
-    """Probabilities outside [0, 1] (or NaN) give loss NaN and gradient 0 instead of an error."""
+                         return_error_count=False, grad_scale=1.0):
+    """Probabilities outside [0, 1] (or NaN) give loss NaN and gradient 0 instead of an error;
+    ``return_error_count`` also returns their int64 count (reading it is the only sync)."""
     _no_legacy(size_average, reduce)
-    return _elementwise("bce", input, target, reduction, weight, grad_scale=grad_scale)
+    return _elementwise("bce", input, target, reduction, weight, grad_scale=grad_scale,
+                        return_error_count=return_error_count)
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
