@@ -60,7 +60,7 @@ def compute(loss: str, input, target, *, weight=None, reduction=None, grad: bool
         out = np.empty(x.shape if red == REDUCTIONS["none"] else (), np.float32)
         g = np.empty_like(x) if grad else None
         _ext.elementwise(loss_id, x, t, w, pw, red, grad_scale, delta, beta,
-                         1.0 if pw is not None else float(pos_weight), out, g, err, 0, None)
+                         1.0 if pw is not None else float(pos_weight), out, g, err, 0, 0, None)
         return Result(out, g, None, int(err))
     if x.ndim != 2 or x.strides[1] != x.itemsize:
         x = np.ascontiguousarray(x)
@@ -76,5 +76,5 @@ def compute(loss: str, input, target, *, weight=None, reduction=None, grad: bool
     g = np.empty((n, x.strides[0] // x.itemsize if n > 1 else c), x.dtype)[:, :c] if grad else None
     lse = np.empty(n, np.float32) if loss == "cross_entropy" else None
     _ext.rowwise(loss_id, x, labels, dense, w, red, grad_scale, ignore_index, label_smoothing, z_loss,
-                 softcap, log_target, temperature, out, g, lse, err, 0, None)
+                 softcap, log_target, temperature, out, g, lse, err, 0, 0, None)
     return Result(out, g, lse, int(err))

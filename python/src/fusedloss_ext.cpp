@@ -84,9 +84,10 @@ void require_same_device(const Array& first, const OptArray& other, fusedloss::L
 /// `workspace` is absent or too small, else 0 after computing. InvalidValue is not an error here:
 /// the bad elements are reported through error_count, as on the asynchronous CUDA path.
 template <class Problem>
-std::size_t run(const Problem& problem, const fusedloss::LossOutputs& out, const Array& input,
+std::size_t run(const Problem& problem, const fusedloss::LossOutputs& out, const Array& input, int cpu_threads,
                 std::uintptr_t stream, const OptArray& workspace) {
   fusedloss::ExecutionConfig cfg;
+  cfg.cpu_threads = cpu_threads;
   cfg.backend = input.device_type() == nb::device::cpu::value ? fusedloss::Backend::CPU : fusedloss::Backend::CUDA;
   cfg.stream = reinterpret_cast<CUstream_st*>(stream);
   std::size_t need = 0;
@@ -110,7 +111,7 @@ std::size_t run(const Problem& problem, const fusedloss::LossOutputs& out, const
 std::size_t elementwise(int loss_id, const Array& input, const Array& target, const OptArray& weight,
                         const OptArray& pos_weight, int reduction, double grad_scale, double delta, double beta,
                         double pos_weight_scalar, const Array& loss_out, const OptArray& grad, const Array& error_count,
-                        std::uintptr_t stream, const OptArray& workspace) {
+                        int cpu_threads, std::uintptr_t stream, const OptArray& workspace) {
   const auto loss = static_cast<fusedloss::Loss>(loss_id);
   require(fusedloss::is_elementwise(loss), loss, "not an elementwise loss");
   fusedloss::ElementwiseProblem p;
@@ -154,14 +155,14 @@ std::size_t elementwise(int loss_id, const Array& input, const Array& target, co
     out.grad = grad->data();
   }
   out.error_count = error_count_ptr(error_count, loss);
-  return run(p, out, input, stream, workspace);
+  return run(p, out, input, cpu_threads, stream, workspace);
 }
 
 std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, const OptArray& target,
                     const OptArray& class_weight, int reduction, double grad_scale, int64_t ignore_index,
                     double label_smoothing, double z_loss, double softcap, bool log_target, double temperature,
                     const Array& loss_out, const OptArray& grad, const OptArray& lse, const Array& error_count,
-                    std::uintptr_t stream, const OptArray& workspace) {
+                    int cpu_threads, std::uintptr_t stream, const OptArray& workspace) {
   const auto loss = static_cast<fusedloss::Loss>(loss_id);
   require(!fusedloss::is_elementwise(loss), loss, "not a row-wise loss");
   require(input.ndim() == 2, loss, "input must be 2-D [N, C]");
@@ -221,7 +222,7 @@ std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, con
     out.lse = static_cast<float*>(lse->data());
   }
   out.error_count = error_count_ptr(error_count, loss);
-  return run(p, out, input, stream, workspace);
+  return run(p, out, input, cpu_threads, stream, workspace);
 }
 
 }  // namespace
@@ -231,12 +232,12 @@ NB_MODULE(_fusedloss, m) {
   m.def("elementwise", &elementwise, nb::arg("loss"), nb::arg("input"), nb::arg("target"), nb::arg("weight").none(),
         nb::arg("pos_weight").none(), nb::arg("reduction"), nb::arg("grad_scale"), nb::arg("delta"), nb::arg("beta"),
         nb::arg("pos_weight_scalar"), nb::arg("loss_out"), nb::arg("grad").none(), nb::arg("error_count"),
-        nb::arg("stream"), nb::arg("workspace").none());
+        nb::arg("cpu_threads"), nb::arg("stream"), nb::arg("workspace").none());
   m.def("rowwise", &rowwise, nb::arg("loss"), nb::arg("input"), nb::arg("labels").none(), nb::arg("target").none(),
         nb::arg("class_weight").none(), nb::arg("reduction"), nb::arg("grad_scale"), nb::arg("ignore_index"),
         nb::arg("label_smoothing"), nb::arg("z_loss"), nb::arg("softcap"), nb::arg("log_target"),
         nb::arg("temperature"), nb::arg("loss_out"), nb::arg("grad").none(), nb::arg("lse").none(),
-        nb::arg("error_count"), nb::arg("stream"), nb::arg("workspace").none());
+        nb::arg("error_count"), nb::arg("cpu_threads"), nb::arg("stream"), nb::arg("workspace").none());
   m.def("parse_loss", [](const std::string& name) {
     fusedloss::Loss loss;
     if (!fusedloss::parse_loss(name.c_str(), &loss)) throw nb::value_error(("unknown loss '" + name + "'").c_str());

@@ -30,9 +30,11 @@ def _dl(t: Optional[Tensor]):
 def _launch(fn, args, device: torch.device) -> None:
     """Phase 1 + 2 of the C++ API, with the workspace from the framework's allocator.
 
-    Tensors in ``args`` become fresh DLPack capsules per call (a capsule is consumed once)."""
+    Tensors in ``args`` become fresh DLPack capsules per call (a capsule is consumed once). The
+    CPU path uses as many threads as PyTorch does (torch.set_num_threads)."""
     def call(stream, workspace=None):
-        return fn(*(_dl(a) if isinstance(a, Tensor) else a for a in args), stream, _dl(workspace))
+        return fn(*(_dl(a) if isinstance(a, Tensor) else a for a in args), torch.get_num_threads(), stream,
+                  _dl(workspace))
 
     if device.type == "cuda":
         with torch.cuda.device(device):
