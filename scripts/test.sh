@@ -6,3 +6,4 @@ build_dir=${BUILD_DIR:-$repo/build}
 bash "$repo/scripts/setup.sh"
 cd "$build_dir"
 ctest --output-on-failure -j"$(nproc)" --timeout 1200
+bash "$repo/scripts/test-python.sh"

@@ -142,9 +142,10 @@ Block* shared_block(Thread* t, const void* addr, std::size_t* off) {
 void on_access(const void* addr, std::size_t n, bool write) {
   Thread* t = tls_thread;
   if (t == nullptr) return;  // host code
+  const char* p = static_cast<const char*>(addr);
+  if (p >= t->stack_lo && p < t->stack_hi) return;  // locals: most accesses
   Launch& L = *t->block->launch;
   const bool checks = g_checks.load(std::memory_order_relaxed);
-  const char* p = static_cast<const char*>(addr);
   if (in_device_region(p)) {
     Allocation* a = t->alloc_hint;
     if (a == nullptr || a->freed.load(std::memory_order_relaxed) || p < a->base || p + n > a->base + a->size) {
@@ -180,7 +181,6 @@ void on_access(const void* addr, std::size_t n, bool write) {
     check_shared(t, b, off, n, write, addr);
     return;
   }
-  if (p >= t->stack_lo && p + n <= t->stack_hi) return;  // locals
   const char* args = static_cast<const char*>(L.args);
   if (p >= args && p + n <= args + L.args_bytes) return;  // kernel parameters
   if (p >= &__executable_start && p + n <= &_end) return;  // static data and constants

@@ -64,7 +64,7 @@ void* device_alloc(std::size_t bytes) {
   // The allocation and the gap behind it are readable and writable (an overrun must not crash
   // the process before memcheck has reported it); pages are committed only when touched.
   if (mprotect(p, span, PROT_READ | PROT_WRITE) != 0) return nullptr;
-  const std::size_t defined_bytes = round_up((bytes + 7) / 8, 4096);
+  const std::size_t defined_bytes = round_up((bytes + 7) / 8 + 8, 4096);  // + 8: whole-word reads at the end
   void* bits = mmap(nullptr, defined_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (bits == MAP_FAILED) {
     mprotect(p, span, PROT_NONE);
@@ -125,8 +125,20 @@ Allocation* find_allocation(const void* p, std::size_t n, bool* inside_region) {
   return a;
 }
 
+namespace {
+/// The bits of [offset, offset + n) for n ≤ 56, as a mask over the 64-bit word at byte offset / 8.
+std::uint64_t small_mask(std::size_t offset, std::size_t n) { return ((std::uint64_t{1} << n) - 1) << (offset & 7); }
+}  // namespace
+
 void mark_defined(Allocation* a, std::size_t offset, std::size_t n) {
   if (a == nullptr || a->defined == nullptr || n == 0) return;
+  if (n <= 56) {
+    std::uint64_t w;
+    std::memcpy(&w, a->defined + (offset >> 3), 8);
+    w |= small_mask(offset, n);
+    std::memcpy(a->defined + (offset >> 3), &w, 8);
+    return;
+  }
   std::size_t i = offset;
   const std::size_t end = offset + n;
   while (i < end && (i & 7) != 0) {
@@ -146,6 +158,12 @@ void mark_defined(Allocation* a, std::size_t offset, std::size_t n) {
 
 bool is_defined(const Allocation* a, std::size_t offset, std::size_t n, std::size_t* first_undefined) {
   if (a == nullptr || a->defined == nullptr) return true;
+  if (n <= 56) {
+    std::uint64_t w;
+    std::memcpy(&w, a->defined + (offset >> 3), 8);
+    const std::uint64_t m = small_mask(offset, n);
+    if ((w & m) == m) return true;
+  }
   for (std::size_t i = offset; i < offset + n; ++i) {
     if ((i & 7) == 0 && i + 8 <= offset + n && a->defined[i >> 3] == 0xff) {
       i += 7;

@@ -1,0 +1,247 @@
+// The nanobind extension: DLPack arrays in, one fusedloss::compute call out. Outputs are
+// allocated by the caller (the framework's allocator), so nothing is copied here and the CUDA
+// path stays asynchronous on the stream the caller passes.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "fusedloss/fusedloss.hpp"
+
+namespace nb = nanobind;
+using Array = nb::ndarray<>;
+using OptArray = std::optional<Array>;
+
+namespace {
+
+std::string describe(fusedloss::Loss loss) { return std::string("fusedloss ") + fusedloss::loss_name(loss); }
+
+fusedloss::DType value_dtype(const Array& a, const char* what, fusedloss::Loss loss) {
+  const nb::dlpack::dtype d = a.dtype();
+  if (d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Float)) {
+    if (d.bits == 32) return fusedloss::DType::Float32;
+    if (d.bits == 16) return fusedloss::DType::Float16;
+  }
+  if (d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && d.bits == 16)
+    return fusedloss::DType::BFloat16;
+  throw nb::type_error((describe(loss) + ": " + what + " must be float32, float16 or bfloat16").c_str());
+}
+
+fusedloss::DType label_dtype(const Array& a, fusedloss::Loss loss) {
+  const nb::dlpack::dtype d = a.dtype();
+  if (d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Int)) {
+    if (d.bits == 64) return fusedloss::DType::Int64;
+    if (d.bits == 32) return fusedloss::DType::Int32;
+  }
+  throw nb::type_error((describe(loss) + ": class labels must be int64 or int32").c_str());
+}
+
+bool is_float32(const Array& a) {
+  const nb::dlpack::dtype d = a.dtype();
+  return d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Float) && d.bits == 32;
+}
+
+/// Elements are adjacent in memory in C order (any stride is fine along a size-1 dimension).
+bool dense(const Array& a) {
+  int64_t expected = 1;
+  for (size_t i = a.ndim(); i-- > 0;) {
+    if (a.shape(i) != 1 && a.stride(i) != expected) return false;
+    expected *= int64_t(a.shape(i));
+  }
+  return true;
+}
+
+void require(bool ok, fusedloss::Loss loss, const std::string& message) {
+  if (!ok) throw nb::value_error((describe(loss) + ": " + message).c_str());
+}
+
+void require_dense(const Array& a, fusedloss::Loss loss, const char* what) {
+  require(dense(a), loss, std::string(what) + " must be contiguous");
+}
+
+/// The int64 scalar the library overwrites with the number of invalid data values.
+std::int64_t* error_count_ptr(const Array& a, fusedloss::Loss loss) {
+  const nb::dlpack::dtype d = a.dtype();
+  require(a.size() == 1 && d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Int) && d.bits == 64, loss,
+          "error_count must be one int64");
+  return static_cast<std::int64_t*>(a.data());
+}
+
+/// All arrays of one call share the first array's device.
+void require_same_device(const Array& first, const OptArray& other, fusedloss::Loss loss, const char* what) {
+  if (!other) return;
+  require(other->device_type() == first.device_type() && other->device_id() == first.device_id(), loss,
+          std::string(what) + " is on a different device than the input");
+}
+
+/// Phase 1 and 2 of the C++ API. Returns the workspace bytes still needed (nothing computed) when
+/// `workspace` is absent or too small, else 0 after computing. InvalidValue is not an error here:
+/// the bad elements are reported through error_count, as on the asynchronous CUDA path.
+template <class Problem>
+std::size_t run(const Problem& problem, const fusedloss::LossOutputs& out, const Array& input, int cpu_threads,
+                std::uintptr_t stream, const OptArray& workspace) {
+  fusedloss::ExecutionConfig cfg;
+  cfg.cpu_threads = cpu_threads;
+  cfg.backend = input.device_type() == nb::device::cpu::value ? fusedloss::Backend::CPU : fusedloss::Backend::CUDA;
+  cfg.stream = reinterpret_cast<CUstream_st*>(stream);
+  std::size_t need = 0;
+  fusedloss::Status s = fusedloss::workspace_size(problem, out, cfg, &need);
+  if (s == fusedloss::Status::Success) {
+    const std::size_t have = workspace ? workspace->nbytes() : 0;
+    if (need > have) return need;
+    if (need > 0) {
+      cfg.workspace = workspace->data();
+      cfg.workspace_bytes = have;
+    }
+    nb::gil_scoped_release release;
+    s = fusedloss::compute(problem, out, cfg);
+  }
+  if (s == fusedloss::Status::Success || s == fusedloss::Status::InvalidValue) return 0;
+  const std::string message = describe(problem.loss) + ": " + fusedloss::status_string(s);
+  if (s == fusedloss::Status::InvalidArgument) throw nb::value_error(message.c_str());
+  throw std::runtime_error(message);
+}
+
+std::size_t elementwise(int loss_id, const Array& input, const Array& target, const OptArray& weight,
+                        const OptArray& pos_weight, int reduction, double grad_scale, double delta, double beta,
+                        double pos_weight_scalar, const Array& loss_out, const OptArray& grad, const Array& error_count,
+                        int cpu_threads, std::uintptr_t stream, const OptArray& workspace) {
+  const auto loss = static_cast<fusedloss::Loss>(loss_id);
+  require(fusedloss::is_elementwise(loss), loss, "not an elementwise loss");
+  fusedloss::ElementwiseProblem p;
+  p.loss = loss;
+  p.dtype = value_dtype(input, "input", loss);
+  p.n = int64_t(input.size());
+  require(target.size() == input.size(), loss, "target must have as many elements as the input");
+  require(value_dtype(target, "target", loss) == p.dtype, loss, "target must have the input's dtype");
+  require_dense(input, loss, "input");
+  require_dense(target, loss, "target");
+  p.input = input.data();
+  p.target = target.data();
+  if (weight) {
+    require(weight->size() == input.size() && value_dtype(*weight, "weight", loss) == p.dtype, loss,
+            "weight must have the input's shape and dtype");
+    require_dense(*weight, loss, "weight");
+    p.weight = weight->data();
+  }
+  if (pos_weight) {
+    require(is_float32(*pos_weight) && pos_weight->ndim() == 1 && dense(*pos_weight), loss,
+            "pos_weight must be a contiguous float32 vector");
+    p.params.pos_weight_per_column = static_cast<const float*>(pos_weight->data());
+    p.params.columns = int64_t(pos_weight->size());
+  }
+  p.reduction = static_cast<fusedloss::Reduction>(reduction);
+  p.grad_scale = grad_scale;
+  p.params.delta = delta;
+  p.params.beta = beta;
+  p.params.pos_weight = pos_weight_scalar;
+  for (const OptArray& a : {OptArray(target), weight, pos_weight, OptArray(loss_out), grad, OptArray(error_count)})
+    require_same_device(input, a, loss, "an argument");
+
+  fusedloss::LossOutputs out;
+  require(is_float32(loss_out) && dense(loss_out), loss, "loss output must be contiguous float32");
+  require(loss_out.size() == (p.reduction == fusedloss::Reduction::None ? input.size() : 1), loss,
+          "loss output has the wrong size");
+  out.loss = static_cast<float*>(loss_out.data());
+  if (grad) {
+    require(grad->size() == input.size() && dense(*grad) && value_dtype(*grad, "grad", loss) == p.dtype, loss,
+            "grad must be contiguous with the input's shape and dtype");
+    out.grad = grad->data();
+  }
+  out.error_count = error_count_ptr(error_count, loss);
+  return run(p, out, input, cpu_threads, stream, workspace);
+}
+
+std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, const OptArray& target,
+                    const OptArray& class_weight, int reduction, double grad_scale, int64_t ignore_index,
+                    double label_smoothing, double z_loss, double softcap, bool log_target, double temperature,
+                    const Array& loss_out, const OptArray& grad, const OptArray& lse, const Array& error_count,
+                    int cpu_threads, std::uintptr_t stream, const OptArray& workspace) {
+  const auto loss = static_cast<fusedloss::Loss>(loss_id);
+  require(!fusedloss::is_elementwise(loss), loss, "not a row-wise loss");
+  require(input.ndim() == 2, loss, "input must be 2-D [N, C]");
+  fusedloss::RowwiseProblem p;
+  p.loss = loss;
+  p.dtype = value_dtype(input, "input", loss);
+  p.rows = int64_t(input.shape(0));
+  p.classes = int64_t(input.shape(1));
+  // Rows may be padded (row stride >= C); classes within a row must be adjacent.
+  const bool unit_inner = p.classes == 1 || input.stride(1) == 1;
+  p.row_stride = p.rows <= 1 ? p.classes : input.stride(0);
+  require(unit_inner && p.row_stride >= p.classes, loss, "input rows must be contiguous with a row stride >= C");
+  p.input = input.data();
+  if (labels) {
+    require(labels->ndim() == 1 && int64_t(labels->shape(0)) == p.rows && dense(*labels), loss,
+            "target labels must be a contiguous [N] vector");
+    p.labels = labels->data();
+    p.label_dtype = label_dtype(*labels, loss);
+  }
+  auto same_layout = [&](const Array& a) {
+    return a.ndim() == 2 && a.shape(0) == input.shape(0) && a.shape(1) == input.shape(1) &&
+           (p.rows <= 1 || a.stride(0) == input.stride(0)) && (p.classes == 1 || a.stride(1) == 1);
+  };
+  if (target) {
+    require(same_layout(*target), loss, "target must have the input's shape and row stride");
+    require(value_dtype(*target, "target", loss) == p.dtype, loss, "target must have the input's dtype");
+    p.target = target->data();
+  }
+  if (class_weight) {
+    require(is_float32(*class_weight) && class_weight->ndim() == 1 && int64_t(class_weight->shape(0)) == p.classes &&
+                dense(*class_weight),
+            loss, "weight must be a contiguous float32 [C] vector");
+    p.class_weight = static_cast<const float*>(class_weight->data());
+  }
+  p.reduction = static_cast<fusedloss::Reduction>(reduction);
+  p.grad_scale = grad_scale;
+  p.params.ignore_index = ignore_index;
+  p.params.label_smoothing = label_smoothing;
+  p.params.z_loss = z_loss;
+  p.params.softcap = softcap;
+  p.params.log_target = log_target;
+  p.params.temperature = temperature;
+  for (const OptArray& a : {labels, target, class_weight, OptArray(loss_out), grad, lse, OptArray(error_count)})
+    require_same_device(input, a, loss, "an argument");
+
+  fusedloss::LossOutputs out;
+  require(is_float32(loss_out) && dense(loss_out), loss, "loss output must be contiguous float32");
+  out.loss = static_cast<float*>(loss_out.data());
+  if (grad) {
+    require(same_layout(*grad) && value_dtype(*grad, "grad", loss) == p.dtype, loss,
+            "grad must have the input's shape, row stride and dtype");
+    out.grad = grad->data();
+  }
+  if (lse) {
+    require(is_float32(*lse) && lse->ndim() == 1 && int64_t(lse->shape(0)) == p.rows && dense(*lse), loss,
+            "lse output must be a contiguous float32 [N] vector");
+    out.lse = static_cast<float*>(lse->data());
+  }
+  out.error_count = error_count_ptr(error_count, loss);
+  return run(p, out, input, cpu_threads, stream, workspace);
+}
+
+}  // namespace
+
+NB_MODULE(_fusedloss, m) {
+  m.doc() = "fusedloss C++ entry points on DLPack arrays (use fusedloss / fusedloss.torch instead)";
+  m.def("elementwise", &elementwise, nb::arg("loss"), nb::arg("input"), nb::arg("target"), nb::arg("weight").none(),
+        nb::arg("pos_weight").none(), nb::arg("reduction"), nb::arg("grad_scale"), nb::arg("delta"), nb::arg("beta"),
+        nb::arg("pos_weight_scalar"), nb::arg("loss_out"), nb::arg("grad").none(), nb::arg("error_count"),
+        nb::arg("cpu_threads"), nb::arg("stream"), nb::arg("workspace").none());
+  m.def("rowwise", &rowwise, nb::arg("loss"), nb::arg("input"), nb::arg("labels").none(), nb::arg("target").none(),
+        nb::arg("class_weight").none(), nb::arg("reduction"), nb::arg("grad_scale"), nb::arg("ignore_index"),
+        nb::arg("label_smoothing"), nb::arg("z_loss"), nb::arg("softcap"), nb::arg("log_target"),
+        nb::arg("temperature"), nb::arg("loss_out"), nb::arg("grad").none(), nb::arg("lse").none(),
+        nb::arg("error_count"), nb::arg("cpu_threads"), nb::arg("stream"), nb::arg("workspace").none());
+  m.def("parse_loss", [](const std::string& name) {
+    fusedloss::Loss loss;
+    if (!fusedloss::parse_loss(name.c_str(), &loss)) throw nb::value_error(("unknown loss '" + name + "'").c_str());
+    return std::make_pair(int(loss), fusedloss::is_elementwise(loss));
+  });
+  m.def("cuda_available", &fusedloss::cuda_available);
+}
