@@ -147,10 +147,16 @@ void on_access(const void* addr, std::size_t n, bool write) {
   Launch& L = *t->block->launch;
   const bool checks = g_checks.load(std::memory_order_relaxed);
   if (in_device_region(p)) {
-    Allocation* a = t->alloc_hint;
-    if (a == nullptr || a->freed.load(std::memory_order_relaxed) || p < a->base || p + n > a->base + a->size) {
+    Allocation* a = nullptr;
+    for (Allocation* h : t->alloc_hint) {
+      if (h != nullptr && p >= h->base && p + n <= h->base + h->size && !h->freed.load(std::memory_order_relaxed)) {
+        a = h;
+        break;
+      }
+    }
+    if (a == nullptr) {
       a = find_allocation(p, n, nullptr);
-      t->alloc_hint = a;
+      if (a != nullptr) t->alloc_hint[t->alloc_next++ & 3u] = a;
     }
     if (write) {
       L.record.bytes_stored += n;

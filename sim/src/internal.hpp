@@ -80,8 +80,9 @@ struct Thread {
   // memory the thread may touch besides device memory and shared memory
   const char* stack_lo = nullptr;
   const char* stack_hi = nullptr;
-  // the last allocation it touched (lookup cache)
-  struct Allocation* alloc_hint = nullptr;
+  // the allocations it touched last (lookup cache: a kernel streams a few arrays at once)
+  struct Allocation* alloc_hint[4] = {};
+  unsigned alloc_next = 0;
 };
 
 struct Cluster;
@@ -138,7 +139,12 @@ void* device_alloc(std::size_t bytes);
 bool device_free(void* p);
 /// The live allocation holding [p, p + n), or nullptr; `stale` tells a freed one or a gap apart.
 Allocation* find_allocation(const void* p, std::size_t n, bool* inside_region);
-bool in_device_region(const void* p);
+extern const char* g_region_lo;  ///< the device address range (set once, before any allocation)
+extern const char* g_region_hi;
+inline bool in_device_region(const void* p) {
+  const char* c = static_cast<const char*>(p);
+  return c >= g_region_lo && c < g_region_hi;
+}
 void mark_defined(Allocation* a, std::size_t offset, std::size_t n);
 bool is_defined(const Allocation* a, std::size_t offset, std::size_t n, std::size_t* first_undefined);
 std::size_t device_bytes_in_use();

@@ -33,7 +33,11 @@ struct Region {
 
   Region() {
     void* p = mmap(nullptr, kRegionBytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p != MAP_FAILED) base = static_cast<char*>(p);
+    if (p != MAP_FAILED) {
+      base = static_cast<char*>(p);
+      g_region_lo = base;
+      g_region_hi = base + kRegionBytes;
+    }
     table = new Allocation[kMaxAllocations];
   }
 };
@@ -47,11 +51,8 @@ std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a;
 
 }  // namespace
 
-bool in_device_region(const void* p) {
-  Region& R = region();
-  const char* c = static_cast<const char*>(p);
-  return R.base != nullptr && c >= R.base && c < R.base + kRegionBytes;
-}
+const char* g_region_lo = nullptr;
+const char* g_region_hi = nullptr;
 
 void* device_alloc(std::size_t bytes) {
   Region& R = region();
@@ -116,6 +117,7 @@ bool device_free(void* p) {
 }
 
 Allocation* find_allocation(const void* p, std::size_t n, bool* inside_region) {
+  region();  // reserves the range on first use
   if (inside_region != nullptr) *inside_region = in_device_region(p);
   if (!in_device_region(p)) return nullptr;
   Allocation* a = lookup(p);
