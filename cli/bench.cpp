@@ -756,6 +756,7 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
     jd["sm_count"] = device.sm_count;
     jd["memory_bytes"] = device.memory_bytes;
     jd["l2_bytes"] = device.cache_bytes;
+    if (device.emulated) jd["emulated"] = true;
   } else {
     jd["threads"] = device.threads;
     jd["cache_bytes"] = device.cache_bytes;
@@ -781,6 +782,9 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
   }
   std::printf("fusedloss bench on %s (%s%s)\n", device.name.c_str(), device.backend.c_str(),
               device.backend == "cpu" ? (", " + std::to_string(device.threads) + " threads").c_str() : "");
+  if (device.emulated)
+    std::printf("note: the emulated device runs the CUDA kernels on this CPU (sim/): these times are CPU "
+                "emulation times, NOT GPU times; they say nothing about a GPU's speed\n");
   std::printf("%s\n", header_line.c_str());
   std::fflush(stdout);
   int failures = 0;

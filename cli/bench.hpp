@@ -119,6 +119,7 @@ struct BenchDevice {
   std::string compute_capability;
   int sm_count = 0;
   std::int64_t memory_bytes = 0, cache_bytes = 0;  ///< device memory / L2 (GPU), LLC (CPU)
+  bool emulated = false;  ///< the emulated device (sim/): its times are CPU times, not GPU times
 };
 
 class BenchRunner {

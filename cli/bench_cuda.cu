@@ -397,6 +397,9 @@ class CudaRunner : public BenchRunner {
     d.sm_count = info_.sm_count;
     d.memory_bytes = info_.memory_bytes;
     d.cache_bytes = info_.l2_bytes;
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+    d.emulated = true;
+#endif
     return d;
   }
 

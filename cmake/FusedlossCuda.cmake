@@ -40,12 +40,13 @@ endif()
 # Adds CUDA sources (kernels and the host code around them) to a target. With nvcc they are
 # CUDA; for the emulated device they are C++ compiled by the host compiler, instrumented so the
 # emulated device sees every memory access of the kernels (sim/src/checkers.cpp), and the target
-# links the emulated runtime instead of libcudart.
+# links the emulated runtime instead of libcudart. -fno-strict-aliasing: device code reads
+# __half2 / uint4 through reinterpret_cast, as CUDA allows; ISO C++ does not.
 function(fusedloss_cuda_sources target)
   target_sources(${target} PRIVATE ${ARGN})
   if(FUSEDLOSS_EMULATED)
     set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES LANGUAGE CXX
-      COMPILE_OPTIONS "-xc++;-fsanitize=thread;--param=tsan-instrument-func-entry-exit=0")
+      COMPILE_OPTIONS "-xc++;-fsanitize=thread;--param=tsan-instrument-func-entry-exit=0;-fno-strict-aliasing;-Wno-unknown-pragmas")
     target_link_libraries(${target} PRIVATE fusedloss::sim)
   else()
     target_link_libraries(${target} PRIVATE CUDA::cudart_static)

@@ -34,6 +34,7 @@
 #include "fusedloss/cuda/device_common.cuh"
 #include "fusedloss/float16.hpp"
 #include "fusedloss/types.hpp"
+#include "cuda/emulated_scale.hpp"
 
 namespace {
 
@@ -970,13 +971,13 @@ TEST(RowwiseCuda, DeterministicHundredRuns) {
   REQUIRE_DEVICE();
   for (const DetCase& dc : kDetCases) {
     StrategyScope scope(dc.strategy);
-    DeviceProblem dp(variant(dc.variant), dc.dtype, dc.N, dc.C, dc.red, 12000);
+    DeviceProblem dp(variant(dc.variant), dc.dtype, fusedloss_test::rows_for(dc.N, dc.C), dc.C, dc.red, 12000);
     ASSERT_TRUE(dp.ok) << dc.variant;
     dp.poison(nullptr);
     ASSERT_EQ(dp.launch(nullptr), Status::Success);
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<std::uint8_t> first = dp.snapshot();
-    for (int rep = 1; rep < 100; ++rep) {
+    for (int rep = 1; rep < fusedloss_test::kRepetitions; ++rep) {
       dp.poison(nullptr);
       ASSERT_EQ(dp.launch(nullptr), Status::Success);
       CUDA_OK(cudaDeviceSynchronize());
@@ -989,7 +990,7 @@ TEST(RowwiseCuda, GraphCaptureAndReplay) {
   REQUIRE_DEVICE();
   for (const DetCase& dc : kDetCases) {
     StrategyScope scope(dc.strategy);
-    DeviceProblem dp(variant(dc.variant), dc.dtype, dc.N, dc.C, dc.red, 13000);
+    DeviceProblem dp(variant(dc.variant), dc.dtype, fusedloss_test::rows_for(dc.N, dc.C), dc.C, dc.red, 13000);
     ASSERT_TRUE(dp.ok) << dc.variant;
     cudaStream_t s;
     CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -1024,8 +1025,8 @@ TEST(RowwiseCuda, TwoStreamsInParallelEqualSerial) {
   for (int i = 0; i + 1 < static_cast<int>(sizeof(kDetCases) / sizeof(kDetCases[0])); i += 2) {
     const DetCase& a = kDetCases[i];
     const DetCase& b = kDetCases[i + 1];
-    DeviceProblem pa(variant(a.variant), a.dtype, a.N, a.C, a.red, 14000);
-    DeviceProblem pb(variant(b.variant), b.dtype, b.N, b.C, b.red, 15000);
+    DeviceProblem pa(variant(a.variant), a.dtype, fusedloss_test::rows_for(a.N, a.C), a.C, a.red, 14000);
+    DeviceProblem pb(variant(b.variant), b.dtype, fusedloss_test::rows_for(b.N, b.C), b.C, b.red, 15000);
     ASSERT_TRUE(pa.ok && pb.ok);
     pa.poison(nullptr);
     pb.poison(nullptr);
@@ -1051,6 +1052,68 @@ TEST(RowwiseCuda, TwoStreamsInParallelEqualSerial) {
 }
 
 // ---- N·C > 2^32 ---------------------------------------------------------------------------------------------
+
+/// Element offsets past 2^32 with three rows: a row stride of 2^31 + 16 puts row 2 at element
+/// 2^32 + 32 (8.6 GB into the buffer) while only 3·C elements are ever written, so the 64-bit
+/// row addressing runs on the emulated device too (whose memory is committed only where touched).
+TEST(RowwiseCuda, RowOffsetsBeyond2Pow32ThroughTheRowStride) {
+  REQUIRE_DEVICE();
+  const std::int64_t N = 3, C = 50257, S = (std::int64_t{1} << 31) + 16;
+  const std::size_t bytes = static_cast<std::size_t>((N - 1) * S + C) * 2;
+  std::size_t free_b = 0, total_b = 0;
+  CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
+  if (free_b < bytes + (1ull << 30)) GTEST_SKIP() << "needs " << (bytes >> 20) << " MiB of device memory";
+  const Variant& v = variant("ce_zloss_lse");
+  const Data d = make_data(v, DType::BFloat16, N, C, C, 4242);
+  DevBuf x(bytes);
+  ASSERT_TRUE(x.ok());
+  for (std::int64_t n = 0; n < N; ++n)
+    CUDA_OK(cudaMemcpy(x.as<std::uint8_t>() + 2 * n * S, d.input.data() + 2 * n * C, 2 * C, cudaMemcpyHostToDevice));
+  DevBuf dl = upload(d.labels.data(), d.labels.size());
+  DevBuf loss(N * 4), lse(N * 4), err(8);
+  RowwiseProblem p;
+  p.loss = Loss::CrossEntropy;
+  p.dtype = DType::BFloat16;
+  p.rows = N;
+  p.classes = C;
+  p.row_stride = S;
+  p.input = x.p;
+  p.labels = dl.p;
+  p.label_dtype = v.label_dtype;
+  p.reduction = Reduction::None;
+  p.params.z_loss = v.z_loss;
+  LossOutputs out;
+  out.loss = loss.as<float>();
+  out.grad = x.p;  // in place
+  out.lse = lse.as<float>();
+  out.error_count = err.as<std::int64_t>();
+  ExecutionConfig cfg;
+  cfg.backend = Backend::CUDA;
+  std::size_t ws_bytes = 0;
+  ASSERT_EQ(fusedloss::workspace_size(p, out, cfg, &ws_bytes), Status::Success);
+  DevBuf ws(ws_bytes);
+  cfg.workspace = ws.p;
+  cfg.workspace_bytes = ws_bytes;
+  ASSERT_EQ(fusedloss::compute(p, out, cfg), Status::Success);
+  CUDA_OK(cudaDeviceSynchronize());
+
+  Options o;
+  o.reduction = Reduction::None;
+  const Result cpu = run_cpu(v, d, o);
+  Result gpu;
+  gpu.loss = download<float>(loss.p, N);
+  gpu.lse = download<float>(lse.p, N);
+  gpu.grad.resize(d.input.size());
+  for (std::int64_t n = 0; n < N; ++n)
+    CUDA_OK(cudaMemcpy(gpu.grad.data() + 2 * n * C, x.as<std::uint8_t>() + 2 * n * S, 2 * C, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(&gpu.errors, err.p, 8, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(gpu.errors, 0);
+  gpu.errors = cpu.errors;
+  const std::string e = compare(v, d, o, cpu, gpu, tolerance_for(v));
+  EXPECT_TRUE(e.empty()) << e;
+}
+
+#if !defined(FUSEDLOSS_EMULATED_DEVICE)  // 4.3e9 elements: GPU only (RowOffsetsBeyond2Pow32ThroughTheRowStride runs everywhere)
 
 __global__ void fill_logits_bf16(__nv_bfloat16* x, std::uint64_t n) {
   for (std::uint64_t i = blockIdx.x * static_cast<std::uint64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -1148,5 +1211,6 @@ TEST(RowwiseCuda, MoreThan2Pow32Elements) {
   const std::string e = compare(v, d, o, cpu, gpu, tolerance_for(v));
   EXPECT_TRUE(e.empty()) << e;
 }
+#endif  // !FUSEDLOSS_EMULATED_DEVICE
 
 }  // namespace

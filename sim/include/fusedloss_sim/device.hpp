@@ -13,7 +13,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include <crt/host_defines.h>
+#include <cuda_runtime_api.h>
 #include <vector_types.h>
 
 #ifndef __launch_bounds__
