@@ -649,11 +649,16 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
   std::vector<DType> dtypes;
   for (const std::string& d : list_or_default(o.dtypes, {"f32", "bf16"})) dtypes.push_back(parse_value_dtype(d));
 
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+  const bool gpu_sizes = false;  // the emulated device runs kernels on the CPU: CPU-sized defaults
+#else
+  const bool gpu_sizes = want_cuda;
+#endif
   const std::vector<std::string> default_sizes =
-      want_cuda ? std::vector<std::string>{"2^20", "2^22", "2^24", "2^26", "2^28"}
+      gpu_sizes ? std::vector<std::string>{"2^20", "2^22", "2^24", "2^26", "2^28"}
                 : std::vector<std::string>{"2^16", "2^18", "2^20", "2^22"};
   const std::vector<std::string> default_shapes =
-      want_cuda ? std::vector<std::string>{"32768x4096", "32768x32768", "16384x128256", "8192x262144"}
+      gpu_sizes ? std::vector<std::string>{"32768x4096", "32768x32768", "16384x128256", "8192x262144"}
                 : std::vector<std::string>{"256x4096", "64x32000"};
   std::vector<std::int64_t> sizes;
   for (const std::string& s : list_or_default(o.sizes, default_sizes)) sizes.push_back(parse_size(s, "--sizes"));

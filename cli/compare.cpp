@@ -20,10 +20,10 @@ std::string tolerance_text(const Tolerance& tol, const std::string& kind, DType 
   if (kind != "grad") {
     std::snprintf(buf, sizeof buf, "|d| <= %g*max(|ref|,mean|ref|)", tol.loss_rel);
   } else if (tol.grad_ulp > 0) {
-    std::snprintf(buf, sizeof buf, "<= %d ulp %s or |d| <= %g*max|ref|", tol.grad_ulp, fusedloss::dtype_name(dtype),
-                  tol.grad_abs);
+    std::snprintf(buf, sizeof buf, "<= %d ulp %s or |d| <= %g*max(max|ref|,T)", tol.grad_ulp,
+                  fusedloss::dtype_name(dtype), tol.grad_abs);
   } else {
-    std::snprintf(buf, sizeof buf, "|d| <= %g*max|ref|", tol.grad_abs);
+    std::snprintf(buf, sizeof buf, "|d| <= %g*max(max|ref|,T)", tol.grad_abs);
   }
   return buf;
 }
@@ -54,7 +54,15 @@ std::int64_t ulp_distance_bits(std::uint32_t a, std::uint32_t b, DType dtype) {
   return d < 0 ? -d : d;
 }
 
-Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kind, const Tolerance& tol) {
+double rowwise_term_scale(fusedloss::Loss loss, double grad_scale, double divisor, double max_class_weight,
+                          double temperature) {
+  if (!(divisor > 0)) return 0.0;  // nothing divides (an all-ignored mean): the gradient is all zeros
+  const double t = loss == fusedloss::Loss::KLDivLogits ? temperature : 1.0;
+  return std::fabs(grad_scale) / divisor * max_class_weight * t;
+}
+
+Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kind, const Tolerance& tol,
+                   double term_scale) {
   Comparison c;
   const std::int64_t n = ref.numel();
   c.count = n;
@@ -90,7 +98,7 @@ Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kin
         const double allowed = tol.loss_rel * std::max(std::fabs(r), mean_ref);
         ratio = d == 0 ? 0.0 : (allowed > 0 ? d / allowed : std::numeric_limits<double>::infinity());
       } else {
-        const double allowed = tol.grad_abs * max_ref;
+        const double allowed = tol.grad_abs * std::max(max_ref, term_scale);
         ratio = d == 0 ? 0.0 : (allowed > 0 ? d / allowed : std::numeric_limits<double>::infinity());
         if (tol.grad_ulp > 0) ratio = std::min(ratio, ulps / tol.grad_ulp);
       }

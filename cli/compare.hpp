@@ -5,7 +5,13 @@
 //       |gpu − cpu| ≤ 1e-5 · max(|cpu|, mean|cpu|)                      (relative 1e-5)
 //     The mean|cpu| floor keeps per-row losses that are tiny next to their neighbours (a
 //     confidently right row of a `none` cross_entropy) from demanding more than fp32 can give.
-//   gradient, float32:   |gpu − cpu| ≤ 1e-6 · max|cpu grad|                (1e-6 · scale)
+//   gradient, float32:   |gpu − cpu| ≤ 1e-6 · max(max|cpu grad|, T)        (1e-6 · scale)
+//     T, the term scale of a row-wise loss, is the size of the terms its gradient is a difference
+//     of (F·p_c·a − F·b·[c = y] − …, F = grad_scale / the mean's divisor): F · max class weight
+//     (· temperature for kl_div_logits). Where those terms cancel exactly (one class, C = 1: p = 1)
+//     the true gradient is 0 and any computation returns rounding noise of T's size (the CPU
+//     path's double gives ~1e-17, float32 gives 0 or ~1e-8): measuring against max|cpu grad|,
+//     itself that noise, would demand more than either precision holds. Elementwise losses: T = 0.
 //   gradient, fp16/bf16: within 1 unit in the last place of the dtype of the CPU result (which is
 //     the correctly rounded double result), or within the fp32 bound above (for values so small
 //     that the fp32 computation's absolute error exceeds their ulp).
@@ -45,8 +51,14 @@ struct Comparison {
 };
 
 /// Compares `got` against `ref` (same dtype and shape). Loss arrays are float32; gradients are in
-/// the problem dtype, and ulps are counted in that dtype.
-Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kind, const Tolerance& tol);
+/// the problem dtype, and ulps are counted in that dtype. term_scale: T above (gradients only).
+Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kind, const Tolerance& tol,
+                   double term_scale = 0.0);
+
+/// T of the table above for a row-wise loss: |grad_scale| / divisor · max_class_weight
+/// (· temperature for kl_div_logits). divisor: what the reduction divides by (1 for sum/none).
+double rowwise_term_scale(fusedloss::Loss loss, double grad_scale, double divisor, double max_class_weight,
+                          double temperature);
 
 /// Ulp distance between two values stored in `dtype` bit patterns (float32, float16, bfloat16).
 std::int64_t ulp_distance_bits(std::uint32_t a, std::uint32_t b, fusedloss::DType dtype);
