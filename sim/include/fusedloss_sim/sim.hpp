@@ -26,6 +26,9 @@ ScheduleChoice schedule();
 void set_schedule(ScheduleChoice s);
 const char* schedule_name(Schedule s);
 
+/// Bytes in a 32-byte sector; the traffic accounting counts whole sectors per warp request.
+constexpr int kSectorBytes = 32;
+
 /// One kernel launch as the emulated device saw it.
 struct LaunchRecord {
   std::string kernel;       ///< demangled name ("" when the symbol is not exported)
@@ -34,11 +37,39 @@ struct LaunchRecord {
   std::size_t dynamic_smem = 0;
   std::size_t static_smem = 0;  ///< shared memory the blocks declared
   std::uint64_t bytes_loaded = 0, bytes_stored = 0;  ///< global memory, every access counted
-  std::uint64_t load_requests = 0, store_requests = 0;  ///< warp-level memory instructions
-  std::uint64_t sectors_loaded = 0, sectors_stored = 0;  ///< distinct 32-byte sectors per request
+  /// Warp-level memory instructions (the n-th execution of one instruction by the lanes of a
+  /// warp; atomics count a load and a store) and the distinct 32-byte sectors each touched,
+  /// summed: sectors/requests is Nsight Compute's "sectors per request", and
+  /// bytes / (32 · sectors) the sector efficiency (1: every byte fetched was asked for).
+  std::uint64_t load_requests = 0, store_requests = 0;
+  std::uint64_t sectors_loaded = 0, sectors_stored = 0;
   std::uint64_t atomics = 0;
   cudaError_t result = cudaSuccess;
 };
+/// The traffic of several launches (one library call: label pass, main kernel, reductions), summed.
+struct Traffic {
+  std::uint64_t bytes_loaded = 0, bytes_stored = 0;
+  std::uint64_t load_requests = 0, store_requests = 0;
+  std::uint64_t sectors_loaded = 0, sectors_stored = 0;
+  std::uint64_t atomics = 0;
+  Traffic& operator+=(const LaunchRecord& r) {
+    bytes_loaded += r.bytes_loaded;
+    bytes_stored += r.bytes_stored;
+    load_requests += r.load_requests;
+    store_requests += r.store_requests;
+    sectors_loaded += r.sectors_loaded;
+    sectors_stored += r.sectors_stored;
+    atomics += r.atomics;
+    return *this;
+  }
+  /// Bytes asked for / bytes in the sectors fetched (1 when nothing was loaded).
+  double load_efficiency() const { return efficiency(bytes_loaded, sectors_loaded); }
+  double store_efficiency() const { return efficiency(bytes_stored, sectors_stored); }
+  static double efficiency(std::uint64_t bytes, std::uint64_t sectors) {
+    return sectors == 0 ? 1.0 : static_cast<double>(bytes) / (double{kSectorBytes} * static_cast<double>(sectors));
+  }
+};
+
 /// Launches since the last clear, in order (on every host thread).
 std::vector<LaunchRecord> launches();
 void clear_launches();
@@ -51,8 +82,6 @@ void clear_findings();
 bool checks_enabled();
 void set_checks_enabled(bool on);
 
-/// Bytes in a 32-byte sector; the traffic accounting counts whole sectors per warp request.
-constexpr int kSectorBytes = 32;
 
 namespace detail {
 using Invoker = void (*)(const void* args);
