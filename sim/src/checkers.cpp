@@ -152,6 +152,7 @@ struct SectorTouch {
   std::uint32_t occurrence;
   std::uint16_t warp;  ///< cluster rank · 32 + warp
   std::uint16_t write;
+  std::uint32_t bytes;  ///< bit b: byte b of the sector
   std::uint64_t sector;
   bool operator<(const SectorTouch& o) const {
     return std::tie(warp, write, site, occurrence, sector) < std::tie(o.warp, o.write, o.site, o.occurrence, o.sector);
@@ -186,8 +187,12 @@ void note_request(const Thread* t, const void* site, const char* p, std::size_t 
   }
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   const auto warp = static_cast<std::uint16_t>(t->block->rank * (kMaxBlockThreads / 32) + static_cast<unsigned>(t->warp));
-  for (std::uint64_t sec = a / kSectorBytes; sec <= (a + n - 1) / kSectorBytes; ++sec)
-    log.touches.push_back(SectorTouch{s, occurrence, warp, static_cast<std::uint16_t>(write), sec});
+  for (std::uint64_t sec = a / kSectorBytes; sec <= (a + n - 1) / kSectorBytes; ++sec) {
+    const std::uint64_t lo = std::max<std::uint64_t>(a, sec * kSectorBytes) - sec * kSectorBytes;
+    const std::uint64_t hi = std::min<std::uint64_t>(a + n, (sec + 1) * kSectorBytes) - sec * kSectorBytes;
+    const std::uint32_t bytes = static_cast<std::uint32_t>(((std::uint64_t{1} << hi) - 1) & ~((std::uint64_t{1} << lo) - 1));
+    log.touches.push_back(SectorTouch{s, occurrence, warp, static_cast<std::uint16_t>(write), bytes, sec});
+  }
 }
 
 /// Every memory access of kernel code lands here; `site` is the instruction that made it
@@ -277,16 +282,22 @@ void on_atomic(const volatile void* addr, std::size_t n, const void* site) {
 void flush_traffic(Launch& L) {
   TrafficLog& log = tl_traffic;
   std::sort(log.touches.begin(), log.touches.end());
-  for (std::size_t i = 0; i < log.touches.size(); ++i) {
+  std::size_t i = 0;
+  while (i < log.touches.size()) {
     const SectorTouch& s = log.touches[i];
     const bool new_request = i == 0 || !s.same_request(log.touches[i - 1]);
-    const bool new_sector = new_request || s.sector != log.touches[i - 1].sector;
+    std::uint32_t bytes = 0;  // of this sector, over the lanes of the request
+    for (; i < log.touches.size() && log.touches[i].same_request(s) && log.touches[i].sector == s.sector; ++i)
+      bytes |= log.touches[i].bytes;
+    const auto distinct = static_cast<std::uint64_t>(__builtin_popcount(bytes));
     if (s.write) {
       L.record.store_requests += new_request;
-      L.record.sectors_stored += new_sector;
+      L.record.sectors_stored += 1;
+      L.record.request_bytes_stored += distinct;
     } else {
       L.record.load_requests += new_request;
-      L.record.sectors_loaded += new_sector;
+      L.record.sectors_loaded += 1;
+      L.record.request_bytes_loaded += distinct;
     }
   }
   log.touches.clear();

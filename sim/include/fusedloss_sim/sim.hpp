@@ -38,11 +38,13 @@ struct LaunchRecord {
   std::size_t static_smem = 0;  ///< shared memory the blocks declared
   std::uint64_t bytes_loaded = 0, bytes_stored = 0;  ///< global memory, every access counted
   /// Warp-level memory instructions (the n-th execution of one instruction by the lanes of a
-  /// warp; atomics count a load and a store) and the distinct 32-byte sectors each touched,
-  /// summed: sectors/requests is Nsight Compute's "sectors per request", and
-  /// bytes / (32 · sectors) the sector efficiency (1: every byte fetched was asked for).
+  /// warp; atomics count a load and a store), the distinct 32-byte sectors each touched and the
+  /// distinct bytes each asked for (a broadcast counts once), summed over the requests:
+  /// sectors/requests is Nsight Compute's "sectors per request", and
+  /// request_bytes / (32 · sectors) the sector efficiency (1: every byte fetched was asked for).
   std::uint64_t load_requests = 0, store_requests = 0;
   std::uint64_t sectors_loaded = 0, sectors_stored = 0;
+  std::uint64_t request_bytes_loaded = 0, request_bytes_stored = 0;
   std::uint64_t atomics = 0;
   cudaError_t result = cudaSuccess;
 };
@@ -51,6 +53,7 @@ struct Traffic {
   std::uint64_t bytes_loaded = 0, bytes_stored = 0;
   std::uint64_t load_requests = 0, store_requests = 0;
   std::uint64_t sectors_loaded = 0, sectors_stored = 0;
+  std::uint64_t request_bytes_loaded = 0, request_bytes_stored = 0;
   std::uint64_t atomics = 0;
   Traffic& operator+=(const LaunchRecord& r) {
     bytes_loaded += r.bytes_loaded;
@@ -59,12 +62,14 @@ struct Traffic {
     store_requests += r.store_requests;
     sectors_loaded += r.sectors_loaded;
     sectors_stored += r.sectors_stored;
+    request_bytes_loaded += r.request_bytes_loaded;
+    request_bytes_stored += r.request_bytes_stored;
     atomics += r.atomics;
     return *this;
   }
   /// Bytes asked for / bytes in the sectors fetched (1 when nothing was loaded).
-  double load_efficiency() const { return efficiency(bytes_loaded, sectors_loaded); }
-  double store_efficiency() const { return efficiency(bytes_stored, sectors_stored); }
+  double load_efficiency() const { return efficiency(request_bytes_loaded, sectors_loaded); }
+  double store_efficiency() const { return efficiency(request_bytes_stored, sectors_stored); }
   static double efficiency(std::uint64_t bytes, std::uint64_t sectors) {
     return sectors == 0 ? 1.0 : static_cast<double>(bytes) / (double{kSectorBytes} * static_cast<double>(sectors));
   }
