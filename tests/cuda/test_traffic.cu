@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,8 @@ std::string name_of(const Case& c) {
   if (c.force) s += std::string("_") + c.force;
   return s;
 }
+
+void PrintTo(const Case& c, std::ostream* os) { *os << name_of(c); }
 
 TrafficMeasurement measure(const Case& c, HostProblem* problem_out) {
   const fusedloss_cli::LossSpec spec =
