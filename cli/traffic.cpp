@@ -1,8 +1,12 @@
 // fusedloss CLI — memory traffic of one call on the emulated device (see traffic.hpp).
 #include "cli/traffic.hpp"
 
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
 #include <cstdlib>
 
+#include "cli/commands.hpp"
 #include "cli/common.hpp"
 
 #if defined(FUSEDLOSS_EMULATED_DEVICE)
@@ -38,6 +42,17 @@ std::vector<std::string> top_level_args(const std::string& name) {
     }
   }
   return out;
+}
+
+/// The demangled name without its parameter list (template arguments may hold parentheses).
+std::string without_parameters(const std::string& name) {
+  int depth = 0;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    if (name[i] == '<') ++depth;
+    if (name[i] == '>') --depth;
+    if (name[i] == '(' && depth == 0) return name.substr(0, i);
+  }
+  return name;
 }
 
 std::string role_of_kernel(const std::string& k) {
@@ -114,7 +129,7 @@ TrafficMeasurement measure_traffic(const HostProblem& problem, bool want_grad) {
   for (const fusedloss_sim::LaunchRecord& r : fusedloss_sim::launches()) {
     if (r.result != cudaSuccess) throw RuntimeFailure("kernel " + r.kernel + " failed on the emulated device");
     KernelTraffic k;
-    k.kernel = r.kernel.substr(0, r.kernel.find('('));
+    k.kernel = without_parameters(r.kernel);
     k.role = role_of_kernel(k.kernel);
     k.plan = plan_of_kernel(k.kernel, r.cluster);
     k.grid = r.grid.x * r.grid.y * r.grid.z;
@@ -140,6 +155,124 @@ TrafficMeasurement measure_traffic(const HostProblem& problem, bool want_grad) {
   throw NoGpuError("traffic needs the emulated device: this build runs kernels on a real GPU (or none), which "
                    "does not report each memory access");
 #endif
+}
+
+namespace {
+
+/// Elementwise problems larger than this are emulated on a prefix of this many elements (whole
+/// 4096-element tiles) and scaled: every tile does the same work.
+constexpr std::int64_t kElementSample = std::int64_t{1} << 20;
+
+/// "fusedloss::cuda::rowwise::sparse_ce_regs_kernel<__nv_bfloat16, 8, 8, 2, false, 0>" → the
+/// name after the last namespace, with its template arguments.
+std::string short_name(const std::string& kernel) {
+  const std::size_t open = kernel.find('<');
+  const std::size_t colons = kernel.rfind("::", open);
+  return colons == std::string::npos ? kernel : kernel.substr(colons + 2);
+}
+
+double mb(double bytes) { return bytes / 1e6; }
+
+}  // namespace
+
+int run_traffic(const TrafficOptions& o) {
+  const LossSpec spec = make_spec(o.loss, o.reduction, o.dtype, o.params);
+  std::vector<std::int64_t> shape = data_shape(o, spec);
+  if (o.sample_rows < 1) throw UsageError("--sample-rows must be >= 1");
+  if (!(o.bandwidth_tbs > 0)) throw UsageError("--bandwidth must be > 0");
+  if (!traffic_measurable())
+    throw NoGpuError("traffic needs the emulated device: this build runs kernels on a GPU, which does not report "
+                     "each memory access");
+  const bool from_files = shape.empty();
+  // Rows (row-wise) and tiles (elementwise) are independent: emulate a sample, scale linearly.
+  double scale = 1.0;
+  std::int64_t full = 0, run = 0;
+  if (!from_files) {
+    const bool rowwise = shape.size() == 2;
+    full = shape[0];
+    const std::int64_t cap = rowwise ? o.sample_rows : kElementSample;
+    run = std::min(full, cap);
+    scale = static_cast<double>(full) / static_cast<double>(run);
+    shape[0] = run;
+  }
+  const HostProblem problem =
+      from_files ? load_problem(spec, o.files) : generate_problem(spec, shape, o.seed, o.soft, o.weighted);
+  const TrafficMeasurement m = measure_traffic(problem, true);
+  const double bw = o.bandwidth_tbs * 1e12;
+  const double moved = 32.0 * static_cast<double>(m.total.sectors_read + m.total.sectors_written) * scale;
+  const double floor = static_cast<double>(m.floor.read + m.floor.write) * scale;
+  std::string sample_note;
+  if (scale != 1.0) {
+    sample_note = "emulated on " + std::to_string(run) + " of " + std::to_string(full) +
+                  (problem.rowwise ? " rows" : " elements") + " and scaled x" + std::to_string(scale).substr(0, 8) +
+                  (problem.rowwise ? " (rows are independent)" : " (tiles are independent)");
+  }
+  const std::string model = "MODEL, not a measurement: bytes moved (whole 32-byte sectors) / " +
+                            std::to_string(o.bandwidth_tbs).substr(0, 4) +
+                            " TB/s (an H100 SXM's measured device-to-device copy); a re-read served by L2 costs less";
+
+  if (o.json) {
+    nlohmann::json j;
+    j["problem"] = problem.describe();
+    j["scale"] = scale;
+    if (scale != 1.0) j["sample"] = sample_note;
+    for (const KernelTraffic& k : m.kernels) {
+      j["kernels"].push_back({{"kernel", k.kernel},
+                              {"role", k.role},
+                              {"plan", k.plan},
+                              {"grid", k.grid},
+                              {"block", k.block},
+                              {"cluster", k.cluster},
+                              {"bytes_read", static_cast<double>(k.requested_read) * scale},
+                              {"bytes_written", static_cast<double>(k.requested_written) * scale},
+                              {"sectors_read", static_cast<double>(k.sectors_read) * scale},
+                              {"sectors_written", static_cast<double>(k.sectors_written) * scale},
+                              {"read_requests", static_cast<double>(k.read_requests) * scale},
+                              {"write_requests", static_cast<double>(k.write_requests) * scale},
+                              {"read_sector_efficiency", k.read_efficiency()},
+                              {"write_sector_efficiency", k.write_efficiency()},
+                              {"atomics", static_cast<double>(k.atomics) * scale}});
+    }
+    j["total"] = {{"bytes_read", static_cast<double>(m.total.requested_read) * scale},
+                  {"bytes_written", static_cast<double>(m.total.requested_written) * scale},
+                  {"bytes_moved", moved},
+                  {"read_sector_efficiency", m.total.read_efficiency()},
+                  {"write_sector_efficiency", m.total.write_efficiency()}};
+    j["floor"] = {{"bytes_read", static_cast<double>(m.floor.read) * scale},
+                  {"bytes_written", static_cast<double>(m.floor.write) * scale}};
+    j["model"] = {{"bandwidth_tb_s", o.bandwidth_tbs},
+                  {"time_us", moved / bw * 1e6},
+                  {"floor_time_us", floor / bw * 1e6},
+                  {"note", model}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return kExitOk;
+  }
+
+  std::printf("traffic %s on the emulated device%s\n", problem.describe().c_str(),
+              from_files ? "" : (" (generated, seed " + std::to_string(o.seed) + ")").c_str());
+  if (!sample_note.empty()) std::printf("%s\n", sample_note.c_str());
+  std::printf("%-12s %-13s %-26s %11s %11s %8s %8s %7s  %s\n", "role", "plan", "grid x block (cluster)", "read MB",
+              "written MB", "eff rd", "eff wr", "atomics", "kernel");
+  for (const KernelTraffic& k : m.kernels) {
+    const std::string geometry = std::to_string(k.grid) + " x " + std::to_string(k.block) +
+                                 (k.cluster > 1 ? " (" + std::to_string(k.cluster) + ")" : "");
+    std::printf("%-12s %-13s %-26s %11.3f %11.3f %8.3f %8.3f %7.0f  %s\n", k.role.c_str(),
+                k.plan.empty() ? "-" : k.plan.c_str(), geometry.c_str(), mb(static_cast<double>(k.requested_read) * scale),
+                mb(static_cast<double>(k.requested_written) * scale), k.read_efficiency(), k.write_efficiency(),
+                static_cast<double>(k.atomics) * scale, short_name(k.kernel).c_str());
+  }
+  const double rd = static_cast<double>(m.total.requested_read) * scale;
+  const double wr = static_cast<double>(m.total.requested_written) * scale;
+  const double frd = static_cast<double>(m.floor.read) * scale;
+  const double fwr = static_cast<double>(m.floor.write) * scale;
+  std::printf("total: read %.3f MB = %.4fx the minimum %.3f MB (input once, target, labels, weights); written %.3f MB "
+              "= %.4fx the minimum %.3f MB (gradient once, loss, lse)\n",
+              mb(rd), rd / frd, mb(frd), mb(wr), wr / fwr, mb(fwr));
+  std::printf("sector efficiency: read %.3f, write %.3f; bytes moved in whole sectors %.3f MB\n",
+              m.total.read_efficiency(), m.total.write_efficiency(), mb(moved));
+  std::printf("time at %.1f TB/s: %.1f us (the minimum traffic: %.1f us)  [%s]\n", o.bandwidth_tbs, moved / bw * 1e6,
+              floor / bw * 1e6, model.c_str());
+  return kExitOk;
 }
 
 }  // namespace fusedloss_cli
