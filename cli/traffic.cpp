@@ -251,7 +251,7 @@ int run_traffic(const TrafficOptions& o) {
   std::printf("traffic %s on the emulated device%s\n", problem.describe().c_str(),
               from_files ? "" : (" (generated, seed " + std::to_string(o.seed) + ")").c_str());
   if (!sample_note.empty()) std::printf("%s\n", sample_note.c_str());
-  std::printf("%-12s %-13s %-26s %11s %11s %8s %8s %7s  %s\n", "role", "plan", "grid x block (cluster)", "read MB",
+  std::printf("%-12s %-13s %-26s %11s %11s %8s %8s %7s  %s\n", "role", "plan", "sample grid x block (K)", "read MB",
               "written MB", "eff rd", "eff wr", "atomics", "kernel");
   for (const KernelTraffic& k : m.kernels) {
     const std::string geometry = std::to_string(k.grid) + " x " + std::to_string(k.block) +
