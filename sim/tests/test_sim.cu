@@ -238,6 +238,9 @@ __global__ void vector_copy_kernel(const uint4* in, uint4* out) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   out[i] = __ldcs(in + i);
 }
+__global__ void broadcast_kernel(const float* in, float* out) {
+  out[blockIdx.x * blockDim.x + threadIdx.x] = in[0];  // every lane the same 4 bytes
+}
 __global__ void half_warp_kernel(const float* in, float* out) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   for (int k = 0; k < 3; ++k)
@@ -286,6 +289,13 @@ TEST_F(Sim, LaunchRecordsCountSectorsPerWarpRequest) {
   const auto h = only_launch();
   EXPECT_EQ(h.load_requests, 2u * 3u);
   EXPECT_EQ(h.sectors_loaded, 2u * 3u * 2u);
+  // A broadcast: 32 lanes × 4 bytes counted as accesses, 4 distinct bytes asked for, 1 sector.
+  triple_chevron(1, 32).doit(broadcast_kernel, in, out);
+  const auto b = only_launch();
+  EXPECT_EQ(b.bytes_loaded, 32u * 4u);
+  EXPECT_EQ(b.request_bytes_loaded, 4u);
+  EXPECT_EQ(b.sectors_loaded, 1u);
+  EXPECT_EQ(b.request_bytes_stored, 128u);
   cudaFree(in);
   cudaFree(out);
 }
