@@ -48,33 +48,6 @@ struct LaunchRecord {
   std::uint64_t atomics = 0;
   cudaError_t result = cudaSuccess;
 };
-/// The traffic of several launches (one library call: label pass, main kernel, reductions), summed.
-struct Traffic {
-  std::uint64_t bytes_loaded = 0, bytes_stored = 0;
-  std::uint64_t load_requests = 0, store_requests = 0;
-  std::uint64_t sectors_loaded = 0, sectors_stored = 0;
-  std::uint64_t request_bytes_loaded = 0, request_bytes_stored = 0;
-  std::uint64_t atomics = 0;
-  Traffic& operator+=(const LaunchRecord& r) {
-    bytes_loaded += r.bytes_loaded;
-    bytes_stored += r.bytes_stored;
-    load_requests += r.load_requests;
-    store_requests += r.store_requests;
-    sectors_loaded += r.sectors_loaded;
-    sectors_stored += r.sectors_stored;
-    request_bytes_loaded += r.request_bytes_loaded;
-    request_bytes_stored += r.request_bytes_stored;
-    atomics += r.atomics;
-    return *this;
-  }
-  /// Bytes asked for / bytes in the sectors fetched (1 when nothing was loaded).
-  double load_efficiency() const { return efficiency(request_bytes_loaded, sectors_loaded); }
-  double store_efficiency() const { return efficiency(request_bytes_stored, sectors_stored); }
-  static double efficiency(std::uint64_t bytes, std::uint64_t sectors) {
-    return sectors == 0 ? 1.0 : static_cast<double>(bytes) / (double{kSectorBytes} * static_cast<double>(sectors));
-  }
-};
-
 /// Launches since the last clear, in order (on every host thread).
 std::vector<LaunchRecord> launches();
 void clear_launches();
