@@ -44,6 +44,7 @@ std::vector<std::string> top_level_args(const std::string& name) {
   return out;
 }
 
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
 /// The demangled name without its parameter list (template arguments may hold parentheses).
 std::string without_parameters(const std::string& name) {
   int depth = 0;
@@ -63,6 +64,7 @@ std::string role_of_kernel(const std::string& k) {
   if (k.find("label_") != std::string::npos) return "label pass";
   return "reduction";
 }
+#endif
 
 }  // namespace
 
