@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <functional>
 #include <cstdlib>
 
 #include "cli/commands.hpp"
@@ -122,12 +123,12 @@ bool traffic_measurable() {
 #endif
 }
 
-TrafficMeasurement measure_traffic(const HostProblem& problem, bool want_grad) {
+TrafficMeasurement measure_call(const std::function<void()>& call, const TrafficFloor& floor) {
 #if defined(FUSEDLOSS_EMULATED_DEVICE)
   TrafficMeasurement m;
-  m.floor = traffic_floor(problem, want_grad);
+  m.floor = floor;
   fusedloss_sim::clear_launches();
-  run_problem(problem, fusedloss::Backend::CUDA, 0, want_grad);
+  call();
   for (const fusedloss_sim::LaunchRecord& r : fusedloss_sim::launches()) {
     if (r.result != cudaSuccess) throw RuntimeFailure("kernel " + r.kernel + " failed on the emulated device");
     KernelTraffic k;
@@ -152,11 +153,16 @@ TrafficMeasurement measure_traffic(const HostProblem& problem, bool want_grad) {
   fusedloss_sim::clear_launches();
   return m;
 #else
-  (void)problem;
-  (void)want_grad;
+  (void)call;
+  (void)floor;
   throw NoGpuError("traffic needs the emulated device: this build runs kernels on a real GPU (or none), which "
                    "does not report each memory access");
 #endif
+}
+
+TrafficMeasurement measure_traffic(const HostProblem& problem, bool want_grad) {
+  return measure_call([&] { run_problem(problem, fusedloss::Backend::CUDA, 0, want_grad); },
+                      traffic_floor(problem, want_grad));
 }
 
 namespace {

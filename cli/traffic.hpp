@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,9 @@ struct TrafficMeasurement {
 
 /// True in the emulated build (-DFUSEDLOSS_DEVICE=emulated), where every access is seen.
 bool traffic_measurable();
+/// Runs `call` (library calls on the CUDA path) on the emulated device and collects its launches.
+/// Throws NoGpuError outside the emulated build, RuntimeFailure when a kernel fails.
+TrafficMeasurement measure_call(const std::function<void()>& call, const TrafficFloor& floor);
 /// Runs the problem on the CUDA path of the emulated device and collects its launches.
 /// Throws NoGpuError outside the emulated build, RuntimeFailure when the call fails.
 TrafficMeasurement measure_traffic(const HostProblem& problem, bool want_grad);

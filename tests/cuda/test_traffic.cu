@@ -13,6 +13,7 @@
 // Emulated-device only: a GPU does not count accesses (Nsight Compute does, outside CI).
 #if defined(FUSEDLOSS_EMULATED_DEVICE)
 
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -24,6 +25,7 @@
 
 #include "cli/problem.hpp"
 #include "cli/traffic.hpp"
+#include "fusedloss/api.hpp"
 
 namespace {
 
@@ -61,6 +63,7 @@ struct Case {
   std::string plan;             ///< expected plan of the row kernel ("" for elementwise)
   double reads = 1.0;           ///< documented passes over the [N, C] / n data
   double min_read_efficiency = 0, min_write_efficiency = 0;  ///< documented exceptions to the floor
+  std::int64_t stride = 0;      ///< row-wise: elements between rows (0: C)
 };
 
 std::string name_of(const Case& c) {
@@ -68,27 +71,21 @@ std::string name_of(const Case& c) {
                   (c.dtype == DType::Float32 ? "f32" : "bf16") + "_" + std::to_string(c.rows) +
                   (c.cols ? "x" + std::to_string(c.cols) : "");
   if (c.force) s += std::string("_") + c.force;
+  if (c.stride) s += "_stride" + std::to_string(c.stride);
   return s;
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << name_of(c); }
 
-TrafficMeasurement measure(const Case& c, HostProblem* problem_out) {
+HostProblem problem_of(const Case& c) {
   const fusedloss_cli::LossSpec spec =
       fusedloss_cli::make_spec(c.loss, "", c.dtype == DType::Float32 ? "f32" : "bf16", c.params);
   std::vector<std::int64_t> shape{c.rows};
   if (c.cols) shape.push_back(c.cols);
-  const HostProblem p = fusedloss_cli::generate_problem(spec, shape, 5, c.soft, c.weighted);
-  if (c.force) setenv("FUSEDLOSS_ROWWISE_STRATEGY", c.force, 1);
-  TrafficMeasurement m = fusedloss_cli::measure_traffic(p, true);
-  if (c.force) unsetenv("FUSEDLOSS_ROWWISE_STRATEGY");
-  *problem_out = p;
-  return m;
+  return fusedloss_cli::generate_problem(spec, shape, 5, c.soft, c.weighted);
 }
 
-void check(const Case& c) {
-  HostProblem p;
-  const TrafficMeasurement m = measure(c, &p);
+void check(const Case& c, const HostProblem& p, const TrafficMeasurement& m) {
   const KernelTraffic& t = m.total;
   const std::uint64_t N = static_cast<std::uint64_t>(c.rows);
   const bool rowwise = c.cols != 0;
@@ -119,7 +116,8 @@ void check(const Case& c) {
                                             << m.floor.write << " + " << slack_write << " O(N)";
   EXPECT_EQ(t.atomics, 0u) << "global atomics where the design has none";
 
-  const std::uint64_t row_bytes = rowwise ? static_cast<std::uint64_t>(c.cols) * fusedloss::dtype_size(c.dtype) : 32;
+  const std::uint64_t row_bytes =
+      rowwise ? static_cast<std::uint64_t>(c.stride ? c.stride : c.cols) * fusedloss::dtype_size(c.dtype) : 32;
   const double eff = row_bytes % 32 == 0 ? kSectorAlignedEfficiency
                      : row_bytes % 16 == 0 ? kVectorAlignedEfficiency
                                            : kMisalignedEfficiency;
@@ -150,7 +148,62 @@ void check(const Case& c) {
 
 class Traffic : public ::testing::TestWithParam<Case> {};
 
-TEST_P(Traffic, StaysWithinTheDocumentedPassesAndSectorEfficiency) { check(GetParam()); }
+TEST_P(Traffic, StaysWithinTheDocumentedPassesAndSectorEfficiency) {
+  const Case& c = GetParam();
+  const HostProblem p = problem_of(c);
+  if (c.force) setenv("FUSEDLOSS_ROWWISE_STRATEGY", c.force, 1);
+  const TrafficMeasurement m = fusedloss_cli::measure_traffic(p, true);
+  if (c.force) unsetenv("FUSEDLOSS_ROWWISE_STRATEGY");
+  check(c, p, m);
+}
+
+/// Rows an odd number of elements apart (row_stride = C + 3): each row starts at another
+/// alignment; the vector grid is aligned down and the two edge vectors go element by element.
+TEST(TrafficStride, OddRowStrideReadsAndWritesEachRowOnce) {
+  for (DType d : {DType::Float32, DType::BFloat16}) {
+    Case c{"cross_entropy", d, 5, 4096, {}, false, false, nullptr, "block"};
+    c.stride = c.cols + 3;
+    const HostProblem p = problem_of(c);
+    const std::size_t es = fusedloss::dtype_size(d), row = static_cast<std::size_t>(c.cols) * es;
+    const std::size_t pitch = static_cast<std::size_t>(c.stride) * es, N = static_cast<std::size_t>(c.rows);
+    unsigned char *x = nullptr, *g = nullptr, *y = nullptr;
+    float *loss = nullptr, *lse = nullptr;
+    ASSERT_EQ(cudaMalloc(&x, N * pitch), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&g, N * pitch), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&y, N * 8), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&loss, 4), cudaSuccess);
+    ASSERT_EQ(cudaMalloc(&lse, N * 4), cudaSuccess);
+    for (std::size_t n = 0; n < N; ++n)
+      ASSERT_EQ(cudaMemcpy(x + n * pitch, static_cast<const unsigned char*>(p.input.data()) + n * row, row,
+                           cudaMemcpyHostToDevice),
+                cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(y, p.labels.data(), N * 8, cudaMemcpyHostToDevice), cudaSuccess);
+    fusedloss::RowwiseProblem rp;
+    rp.loss = fusedloss::Loss::CrossEntropy;
+    rp.dtype = d;
+    rp.rows = c.rows;
+    rp.classes = c.cols;
+    rp.row_stride = c.stride;
+    rp.input = x;
+    rp.labels = y;
+    rp.label_dtype = DType::Int64;
+    rp.reduction = p.spec.reduction;
+    fusedloss::LossOutputs o;
+    o.loss = loss;
+    o.grad = g;
+    o.lse = lse;
+    fusedloss::ExecutionConfig cfg;
+    cfg.backend = fusedloss::Backend::CUDA;
+    cfg.allow_stream_ordered_alloc = true;
+    const TrafficMeasurement m = fusedloss_cli::measure_call(
+        [&] { EXPECT_EQ(fusedloss::compute_sync(rp, o, cfg), fusedloss::Status::Success); },
+        fusedloss_cli::traffic_floor(p, true));
+    check(c, p, m);
+    for (void* b : {static_cast<void*>(x), static_cast<void*>(g), static_cast<void*>(y), static_cast<void*>(loss),
+                    static_cast<void*>(lse)})
+      cudaFree(b);
+  }
+}
 
 std::vector<Case> rowwise_cases() {
   std::vector<Case> v;
