@@ -55,11 +55,14 @@ def arch_lines(cuobjdump, option, path, arch):
 
 def resource_usage(cuobjdump, path, arch):
     """{mangled: {REG, STACK, SHARED, LOCAL}}."""
-    res = {}
+    res, fn = {}, None
     for line in arch_lines(cuobjdump, "--dump-resource-usage", path, arch):
         m = re.match(r"\s*Function (\S+):", line)
         if m:
-            res[m.group(1)] = {k: int(v) for k, v in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", line)}
+            fn = m.group(1)
+            res[fn] = {}
+        if fn:  # the counts follow the name, on its line or the next
+            res[fn].update({k: int(v) for k, v in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", line)})
     return res
 
 
