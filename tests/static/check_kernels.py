@@ -44,9 +44,9 @@ def demangle(names):
 def arch_lines(cuobjdump, option, path, arch):
     """The lines of `cuobjdump option path` that belong to the ELF of `arch`."""
     text = subprocess.run([cuobjdump, option, path], capture_output=True, text=True, check=True).stdout
-    current = None
+    current = arch if path.endswith(".cubin") else None  # a cubin is one ELF, not always labelled
     for line in text.splitlines():
-        m = re.search(r"arch = (sm_\d+a?)", line)
+        m = re.search(r"(?:arch =|code for) (sm_\d+a?)\b", line)
         if m:
             current = m.group(1)
         elif current == arch:
@@ -80,12 +80,35 @@ def sass_vector_ops(cuobjdump, path, arch):
     return ops
 
 
-def vectorised(name):
-    """Row-wise kernels take <S, VEC, ...>: VEC > 1 is the 16-byte path; elementwise always is."""
+def template_args(name):
+    """Top-level template arguments of the kernel: "k<float, 4, true>(...)" -> ["float", "4", "true"]."""
+    start = name.find("<")
+    args, depth, cur = [], 0, ""
+    for ch in name[start + 1:]:
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            if depth == 0:
+                break
+            depth -= 1
+        if ch == "," and depth == 0:
+            args.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return args + [cur.strip()]
+
+
+def vector_accesses(name):
+    """(needs a 128-bit load, needs a 128-bit store) of a main kernel's vector path.
+    Row-wise <S, VEC, ...>: VEC > 1 loads and stores rows (nll reads one element per row, so it
+    only stores). Elementwise <Op, S, kW, kGrad, Mode, kPosCol>: loads x, y always; stores the
+    gradient (kGrad) or per-element losses (Mode 1)."""
+    a = template_args(name)
     if "elementwise_kernel<" in name:
-        return True
-    m = re.search(r"_kernel<[^,]+, (\d+)", name)
-    return bool(m) and int(m.group(1)) > 1
+        return True, a[3] == "true" or a[4].endswith(")1")
+    vec = len(a) > 1 and a[1].isdigit() and int(a[1]) > 1
+    return vec and "nll_kernel<" not in name, vec
 
 
 def main():
@@ -114,8 +137,12 @@ def main():
         main_kernel = bool(MAIN.search(k["name"]))
         if main_kernel and (k.get("STACK", 0) or k.get("LOCAL", 0)):
             problems.append("stack frame %d B, local %d B (spill or local array)" % (k.get("STACK", 0), k.get("LOCAL", 0)))
-        if main_kernel and vectorised(k["name"]) and not (k["ldg128"] and k["stg128"]):
-            problems.append("no 128-bit global %s" % ("load" if not k["ldg128"] else "store"))
+        if main_kernel:
+            need_load, need_store = vector_accesses(k["name"])
+            if need_load and not k["ldg128"]:
+                problems.append("no 128-bit global load (LDG.E.128)")
+            if need_store and not k["stg128"]:
+                problems.append("no 128-bit global store (STG.E.128)")
         rows.append(dict(k, mangled=mangled, main=main_kernel, problems=problems))
         if problems:
             (excused if any(a in k["name"] for a in allow) else failures).append((k["name"], problems))
