@@ -195,9 +195,10 @@ void note_request(const Thread* t, const void* site, const char* p, std::size_t 
   }
 }
 
-/// Every memory access of kernel code lands here; `site` is the instruction that made it
-/// (nullptr: not a request of its own).
-void on_access(const void* addr, std::size_t n, bool write, const void* site) {
+/// Every memory access of kernel code lands here. `site`, the instruction that made it: the
+/// default argument is evaluated in the calling __tsan_* entry point, so it is that entry
+/// point's return address, in the kernel.
+void on_access(const void* addr, std::size_t n, bool write, const void* site = __builtin_return_address(0)) {
   Thread* t = tls_thread;
   if (t == nullptr) return;  // host code
   const char* p = static_cast<const char*>(addr);
@@ -268,7 +269,7 @@ void on_access(const void* addr, std::size_t n, bool write, const void* site) {
          addr, cudaErrorIllegalAddress);
 }
 
-void on_atomic(const volatile void* addr, std::size_t n, const void* site) {
+void on_atomic(const volatile void* addr, std::size_t n, const void* site = __builtin_return_address(0)) {
   Thread* t = tls_thread;
   if (t == nullptr) return;
   on_access(const_cast<const void*>(addr), n, false, site);
@@ -353,76 +354,74 @@ void __tsan_func_exit() {}
 void __tsan_vptr_update(void**, void*) {}
 void __tsan_vptr_read(void**) {}
 
-// The return address is the instrumented instruction: the site that groups lanes into requests.
-#define FUSEDLOSS_SIM_SITE __builtin_return_address(0)
-#define FUSEDLOSS_SIM_ACCESS(N)                                                                               \
-  void __tsan_read##N(void* a) { on_access(a, N, false, FUSEDLOSS_SIM_SITE); }                                \
-  void __tsan_write##N(void* a) { on_access(a, N, true, FUSEDLOSS_SIM_SITE); }                                \
-  void __tsan_unaligned_read##N(void* a) { on_access(a, N, false, FUSEDLOSS_SIM_SITE); }                      \
-  void __tsan_unaligned_write##N(void* a) { on_access(a, N, true, FUSEDLOSS_SIM_SITE); }                      \
-  void __tsan_volatile_read##N(void* a) { on_access(a, N, false, FUSEDLOSS_SIM_SITE); }                       \
-  void __tsan_volatile_write##N(void* a) { on_access(a, N, true, FUSEDLOSS_SIM_SITE); }                       \
-  void __tsan_unaligned_volatile_read##N(void* a) { on_access(a, N, false, FUSEDLOSS_SIM_SITE); }             \
-  void __tsan_unaligned_volatile_write##N(void* a) { on_access(a, N, true, FUSEDLOSS_SIM_SITE); }
+#define FUSEDLOSS_SIM_ACCESS(N)                                                        \
+  void __tsan_read##N(void* a) { on_access(a, N, false); }                            \
+  void __tsan_write##N(void* a) { on_access(a, N, true); }                            \
+  void __tsan_unaligned_read##N(void* a) { on_access(a, N, false); }                  \
+  void __tsan_unaligned_write##N(void* a) { on_access(a, N, true); }                  \
+  void __tsan_volatile_read##N(void* a) { on_access(a, N, false); }                   \
+  void __tsan_volatile_write##N(void* a) { on_access(a, N, true); }                   \
+  void __tsan_unaligned_volatile_read##N(void* a) { on_access(a, N, false); }         \
+  void __tsan_unaligned_volatile_write##N(void* a) { on_access(a, N, true); }
 FUSEDLOSS_SIM_ACCESS(1)
 FUSEDLOSS_SIM_ACCESS(2)
 FUSEDLOSS_SIM_ACCESS(4)
 FUSEDLOSS_SIM_ACCESS(8)
 FUSEDLOSS_SIM_ACCESS(16)
 #undef FUSEDLOSS_SIM_ACCESS
-void __tsan_read_range(void* a, unsigned long n) { on_access(a, n, false, FUSEDLOSS_SIM_SITE); }
-void __tsan_write_range(void* a, unsigned long n) { on_access(a, n, true, FUSEDLOSS_SIM_SITE); }
+void __tsan_read_range(void* a, unsigned long n) { on_access(a, n, false); }
+void __tsan_write_range(void* a, unsigned long n) { on_access(a, n, true); }
 
 // Atomics: performed here (sequentially consistent), after the checks.
-#define FUSEDLOSS_SIM_ATOMIC(N, T)                                                                            \
-  T __tsan_atomic##N##_load(const volatile T* a, int) {                                                       \
-    on_access(const_cast<const T*>(a), sizeof(T), false, FUSEDLOSS_SIM_SITE);                                 \
-    return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                              \
-  }                                                                                                           \
-  void __tsan_atomic##N##_store(volatile T* a, T v, int) {                                                    \
-    on_access(const_cast<const T*>(a), sizeof(T), true, FUSEDLOSS_SIM_SITE);                                  \
-    __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                                 \
-  }                                                                                                           \
-  T __tsan_atomic##N##_exchange(volatile T* a, T v, int) {                                                    \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                       \
-  }                                                                                                           \
-  T __tsan_atomic##N##_fetch_add(volatile T* a, T v, int) {                                                   \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                        \
-  }                                                                                                           \
-  T __tsan_atomic##N##_fetch_sub(volatile T* a, T v, int) {                                                   \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                                        \
-  }                                                                                                           \
-  T __tsan_atomic##N##_fetch_and(volatile T* a, T v, int) {                                                   \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                                        \
-  }                                                                                                           \
-  T __tsan_atomic##N##_fetch_or(volatile T* a, T v, int) {                                                    \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                                         \
-  }                                                                                                           \
-  T __tsan_atomic##N##_fetch_xor(volatile T* a, T v, int) {                                                   \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                                        \
-  }                                                                                                           \
-  T __tsan_atomic##N##_fetch_nand(volatile T* a, T v, int) {                                                  \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST);                                                       \
-  }                                                                                                           \
-  int __tsan_atomic##N##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) {                        \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                   \
-  }                                                                                                           \
-  int __tsan_atomic##N##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) {                          \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                   \
-  }                                                                                                           \
-  T __tsan_atomic##N##_compare_exchange_val(volatile T* a, T c, T v, int, int) {                              \
-    on_atomic(a, sizeof(T), FUSEDLOSS_SIM_SITE);                                                              \
-    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                         \
-    return c;                                                                                                 \
+#define FUSEDLOSS_SIM_ATOMIC(N, T)                                                                          \
+  T __tsan_atomic##N##_load(const volatile T* a, int) {                                                     \
+    on_access(const_cast<const T*>(a), sizeof(T), false);                                                   \
+    return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                            \
+  }                                                                                                         \
+  void __tsan_atomic##N##_store(volatile T* a, T v, int) {                                                  \
+    on_access(const_cast<const T*>(a), sizeof(T), true);                                                    \
+    __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                               \
+  }                                                                                                         \
+  T __tsan_atomic##N##_exchange(volatile T* a, T v, int) {                                                  \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                     \
+  }                                                                                                         \
+  T __tsan_atomic##N##_fetch_add(volatile T* a, T v, int) {                                                 \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                      \
+  }                                                                                                         \
+  T __tsan_atomic##N##_fetch_sub(volatile T* a, T v, int) {                                                 \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                                      \
+  }                                                                                                         \
+  T __tsan_atomic##N##_fetch_and(volatile T* a, T v, int) {                                                 \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                                      \
+  }                                                                                                         \
+  T __tsan_atomic##N##_fetch_or(volatile T* a, T v, int) {                                                  \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                                       \
+  }                                                                                                         \
+  T __tsan_atomic##N##_fetch_xor(volatile T* a, T v, int) {                                                 \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                                      \
+  }                                                                                                         \
+  T __tsan_atomic##N##_fetch_nand(volatile T* a, T v, int) {                                                \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST);                                                     \
+  }                                                                                                         \
+  int __tsan_atomic##N##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) {                      \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                \
+  }                                                                                                         \
+  int __tsan_atomic##N##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) {                        \
+    on_atomic(a, sizeof(T));                                                                                \
+    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                \
+  }                                                                                                         \
+  T __tsan_atomic##N##_compare_exchange_val(volatile T* a, T c, T v, int, int) {                            \
+    on_atomic(a, sizeof(T));                                                                                \
+    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                      \
+    return c;                                                                                               \
   }
 FUSEDLOSS_SIM_ATOMIC(8, char)
 FUSEDLOSS_SIM_ATOMIC(16, short)
