@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <cstdlib>
@@ -196,9 +197,11 @@ int run_traffic(const TrafficOptions& o) {
   double scale = 1.0;
   std::int64_t full = 0, run = 0;
   if (!from_files) {
-    const bool rowwise = shape.size() == 2;
+    const bool rowwise = !fusedloss::is_elementwise(spec.loss);
+    std::int64_t inner = 1;  // elements per index of the first dimension
+    for (std::size_t d = 1; d < shape.size(); ++d) inner *= std::max<std::int64_t>(shape[d], 1);
     full = shape[0];
-    const std::int64_t cap = rowwise ? o.sample_rows : kElementSample;
+    const std::int64_t cap = rowwise ? o.sample_rows : std::max<std::int64_t>(1, kElementSample / inner);
     run = std::min(full, cap);
     scale = static_cast<double>(full) / static_cast<double>(run);
     shape[0] = run;
@@ -212,7 +215,7 @@ int run_traffic(const TrafficOptions& o) {
   std::string sample_note;
   if (scale != 1.0) {
     sample_note = "emulated on " + std::to_string(run) + " of " + std::to_string(full) +
-                  (problem.rowwise ? " rows" : " elements") + " and scaled x" + std::to_string(scale).substr(0, 8) +
+                  (shape.size() > 1 ? " rows" : " elements") + " and scaled x" + std::to_string(scale).substr(0, 8) +
                   (problem.rowwise ? " (rows are independent)" : " (tiles are independent)");
   }
   const std::string model = "MODEL, not a measurement: bytes moved (whole 32-byte sectors) / " +
