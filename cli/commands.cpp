@@ -36,6 +36,7 @@ Backend resolve_device(const std::string& raw) {
 }
 
 std::string no_gpu_advice(const std::string& command) {
+  if (command == "traffic") return "configure with -DFUSEDLOSS_DEVICE=emulated (README: Running without a GPU)";
   const std::string cpu = command == "validate" ? "`fusedloss eval --device cpu ...` (the CPU reference path)"
                                                 : "`--device cpu` (the CPU path)";
   return "instead: " + cpu + ", or the emulated build (README: Running without a GPU)";
@@ -218,19 +219,23 @@ void print_row(const char* name, const Comparison& c, const std::vector<std::int
 
 }  // namespace
 
-int run_validate(const ValidateOptions& o) {
-  const LossSpec spec = make_spec(o.loss, o.reduction, o.dtype, o.params);
+std::vector<std::int64_t> data_shape(const ValidateOptions& o, const LossSpec& spec) {
   if (o.threads < 0) throw UsageError("--threads must be >= 0");
-  const bool from_files = !o.files.input.empty();
-  if (from_files) {
+  if (!o.files.input.empty()) {
     if (o.files.target.empty()) throw UsageError("--target is required with --input");
     if (!o.shape.empty()) throw UsageError("--shape is for generated data; it cannot be combined with --input");
     if (o.soft || o.weighted) throw UsageError("--soft and --weighted are for generated data; not with --input");
-  } else if (!o.files.target.empty() || !o.files.weight.empty() || !o.files.pos_weight.empty()) {
-    throw UsageError("--target / --weight / --pos-weight need --input");
+    return {};
   }
-  const std::vector<std::int64_t> shape =
-      o.shape.empty() ? default_validate_shape(spec.loss) : parse_shape(o.shape, "--shape");
+  if (!o.files.target.empty() || !o.files.weight.empty() || !o.files.pos_weight.empty())
+    throw UsageError("--target / --weight / --pos-weight need --input");
+  return o.shape.empty() ? default_validate_shape(spec.loss) : parse_shape(o.shape, "--shape");
+}
+
+int run_validate(const ValidateOptions& o) {
+  const LossSpec spec = make_spec(o.loss, o.reduction, o.dtype, o.params);
+  const std::vector<std::int64_t> shape = data_shape(o, spec);
+  const bool from_files = shape.empty();
 
   if (!fusedloss::cuda_available())
     throw NoGpuError(gpu::compiled() ? "validate needs a GPU: no usable CUDA device on this machine"

@@ -1,4 +1,4 @@
-// fusedloss CLI — the three subcommands. Each returns the process exit status and throws
+// fusedloss CLI — the subcommands. Each returns the process exit status and throws
 // UsageError / NoGpuError / RuntimeFailure for the caller (main) to report as one line.
 #pragma once
 
@@ -34,6 +34,12 @@ struct ValidateOptions : CommonLossOptions {
   bool weighted = false;
 };
 
+struct TrafficOptions : ValidateOptions {
+  bool json = false;              ///< JSON on stdout instead of the table
+  std::int64_t sample_rows = 16;  ///< row-wise: rows emulated (rows are independent: scaled to N)
+  double bandwidth_tbs = 3.0;     ///< the model's memory bandwidth (H100 SXM's measured D2D copy)
+};
+
 struct BenchOptions {
   std::string losses;  ///< comma list or "all"; empty: the default set
   std::string dtypes;  ///< comma list; empty: f32,bf16
@@ -60,8 +66,14 @@ fusedloss::Backend resolve_device(const std::string& device);
 /// every NoGpuError line.
 std::string no_gpu_advice(const std::string& command);
 
+/// The data shape of validate / traffic (--shape or the default); empty with --input. Checks that
+/// --input, --target, --shape, --soft and --weighted fit together (UsageError).
+std::vector<std::int64_t> data_shape(const ValidateOptions& options, const LossSpec& spec);
+
 int run_eval(const EvalOptions& options);
 int run_validate(const ValidateOptions& options);
 int run_bench(const BenchOptions& options, const std::string& command_line);
+/// `fusedloss traffic` (cli/traffic.cpp): the call's memory traffic on the emulated device.
+int run_traffic(const TrafficOptions& options);
 
 }  // namespace fusedloss_cli

@@ -1,4 +1,4 @@
-// fusedloss — the command-line program: eval, validate and bench.
+// fusedloss — the command-line program: eval, validate, traffic and bench.
 //
 // Exit status: 0 success, 1 validate found a difference outside the tolerance, 2 a user error
 // (bad option, unreadable or malformed file, shape mismatch; one line on stderr, nothing
@@ -86,6 +86,21 @@ int main(int argc, char** argv) {
   validate->add_flag("--soft", validate_options.soft, "generated cross_entropy data uses soft targets");
   validate->add_flag("--weighted", validate_options.weighted, "generated data has per-element / class weights");
 
+  TrafficOptions traffic_options;
+  CLI::App* traffic = app.add_subcommand(
+      "traffic", "memory traffic of one call per kernel: bytes vs the minimum, sector efficiency, a bandwidth model "
+                 "(needs the emulated build)");
+  add_loss_options(traffic, traffic_options, false);
+  traffic->add_option("--shape", traffic_options.shape,
+                      "shape of generated data when --input is absent: N (elementwise) or NxC (row-wise)");
+  traffic->add_option("--seed", traffic_options.seed, "seed of the generated data");
+  traffic->add_flag("--soft", traffic_options.soft, "generated cross_entropy data uses soft targets");
+  traffic->add_flag("--weighted", traffic_options.weighted, "generated data has per-element / class weights");
+  traffic->add_option("--sample-rows", traffic_options.sample_rows,
+                      "row-wise: rows emulated, the traffic scaled to N (default 16)");
+  traffic->add_option("--bandwidth", traffic_options.bandwidth_tbs, "the model's bandwidth in TB/s (default 3.0)");
+  traffic->add_flag("--json", traffic_options.json, "print JSON instead of the table");
+
   BenchOptions bench_options;
   CLI::App* bench = app.add_subcommand(
       "bench", "time the fused loss+gradient against the copy bandwidth and an unfused baseline");
@@ -124,8 +139,8 @@ int main(int argc, char** argv) {
     std::string message = e.what();
     if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && app.get_subcommands().empty()) {
       message = argc > 1 && argv[1][0] != '-'
-                    ? "unknown command '" + std::string(argv[1]) + "' (use eval, validate or bench; see fusedloss --help)"
-                    : "a command is required: eval, validate or bench (see fusedloss --help)";
+                    ? "unknown command '" + std::string(argv[1]) + "' (use eval, validate, traffic or bench; see fusedloss --help)"
+                    : "a command is required: eval, validate, traffic or bench (see fusedloss --help)";
     }
     std::fprintf(stderr, "%s: error: %s\n", where.c_str(), one_line(message).c_str());
     return kExitUsage;
@@ -136,6 +151,7 @@ int main(int argc, char** argv) {
   try {
     if (name == "eval") return run_eval(eval_options);
     if (name == "validate") return run_validate(validate_options);
+    if (name == "traffic") return run_traffic(traffic_options);
     return run_bench(bench_options, command_line);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s: error: %s\n", prefix.c_str(), one_line(e.what()).c_str());

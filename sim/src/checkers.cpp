@@ -14,11 +14,19 @@
 //   racecheck: two accesses to one shared byte by different threads, at least one a write, with
 //              no barrier between them (__syncthreads for one block, cluster.sync for a
 //              cluster, __syncwarp for the lanes of one warp; shuffles do not order memory).
+//   traffic:   global bytes loaded and stored (every access), and the 32-byte sectors each
+//              warp-level request touches. The lanes of a warp run as separate fibers, so a
+//              "request" is rebuilt afterwards: the n-th execution of one instruction (the call
+//              site of the entry point) by each lane of a warp is one request, as on the GPU
+//              where the lanes issue it together; its sectors are the distinct 32-byte sectors
+//              over those lanes. Counted per cluster of blocks, when the cluster has finished.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <tuple>
 
 #include "fusedloss_sim/device.hpp"
 #include "internal.hpp"
@@ -138,8 +146,59 @@ Block* shared_block(Thread* t, const void* addr, std::size_t* off) {
   return nullptr;
 }
 
-/// Every memory access of kernel code lands here.
-void on_access(const void* addr, std::size_t n, bool write) {
+/// One sector touched by one lane's access; (warp, write, site, occurrence) names the request.
+struct SectorTouch {
+  std::uintptr_t site;
+  std::uint32_t occurrence;
+  std::uint16_t warp;  ///< cluster rank · 32 + warp
+  std::uint16_t write;
+  std::uint32_t bytes;  ///< bit b: byte b of the sector
+  std::uint64_t sector;
+  bool operator<(const SectorTouch& o) const {
+    return std::tie(warp, write, site, occurrence, sector) < std::tie(o.warp, o.write, o.site, o.occurrence, o.sector);
+  }
+  bool same_request(const SectorTouch& o) const {
+    return warp == o.warp && write == o.write && site == o.site && occurrence == o.occurrence;
+  }
+};
+/// Per OS thread (each runs its own launches): the touches of the running cluster, and per
+/// cluster thread the executions of each site so far (a few sites per kernel: a short list).
+struct TrafficLog {
+  std::vector<SectorTouch> touches;
+  std::vector<std::vector<std::pair<std::uintptr_t, std::uint32_t>>> site_counts;
+  std::vector<std::size_t> threads_seen;
+};
+thread_local TrafficLog tl_traffic;
+
+void note_request(const Thread* t, const void* site, const char* p, std::size_t n, bool write) {
+  if (site == nullptr || n == 0) return;
+  TrafficLog& log = tl_traffic;
+  const std::size_t tid = t->block->rank * kMaxBlockThreads + static_cast<std::size_t>(t->linear);
+  if (log.site_counts.size() <= tid) log.site_counts.resize(static_cast<std::size_t>(kMaxClusterBlocks) * kMaxBlockThreads);
+  auto& counts = log.site_counts[tid];
+  if (counts.empty()) log.threads_seen.push_back(tid);
+  const auto s = reinterpret_cast<std::uintptr_t>(site);
+  std::uint32_t occurrence = 0;
+  auto it = std::find_if(counts.rbegin(), counts.rend(), [s](const auto& c) { return c.first == s; });
+  if (it == counts.rend()) {
+    counts.emplace_back(s, 1u);
+  } else {
+    occurrence = it->second++;
+  }
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  const auto warp = static_cast<std::uint16_t>(t->block->rank * (kMaxBlockThreads / 32) + static_cast<unsigned>(t->warp));
+  for (std::uint64_t sec = a / kSectorBytes; sec <= (a + n - 1) / kSectorBytes; ++sec) {
+    const std::uint64_t lo = std::max<std::uint64_t>(a, sec * kSectorBytes) - sec * kSectorBytes;
+    const std::uint64_t hi = std::min<std::uint64_t>(a + n, (sec + 1) * kSectorBytes) - sec * kSectorBytes;
+    const std::uint32_t bytes = static_cast<std::uint32_t>(((std::uint64_t{1} << hi) - 1) & ~((std::uint64_t{1} << lo) - 1));
+    log.touches.push_back(SectorTouch{s, occurrence, warp, static_cast<std::uint16_t>(write), bytes, sec});
+  }
+}
+
+/// Every memory access of kernel code lands here. `site`, the instruction that made it: the
+/// default argument is evaluated in the calling __tsan_* entry point, so it is that entry
+/// point's return address, in the kernel.
+void on_access(const void* addr, std::size_t n, bool write, const void* site = __builtin_return_address(0)) {
   Thread* t = tls_thread;
   if (t == nullptr) return;  // host code
   const char* p = static_cast<const char*>(addr);
@@ -163,6 +222,7 @@ void on_access(const void* addr, std::size_t n, bool write) {
     } else {
       L.record.bytes_loaded += n;
     }
+    note_request(t, site, p, n, write);
     if (a == nullptr) {
       if (checks) report(t, "memcheck", std::string("invalid __global__ ") + (write ? "write" : "read") + " of " +
                                             std::to_string(n) + " bytes (outside every live allocation)",
@@ -200,6 +260,7 @@ void on_access(const void* addr, std::size_t n, bool write) {
     } else {
       L.record.bytes_loaded += n;
     }
+    note_request(t, site, p, n, write);
     return;
   }
   report(t, "memcheck",
@@ -208,16 +269,42 @@ void on_access(const void* addr, std::size_t n, bool write) {
          addr, cudaErrorIllegalAddress);
 }
 
-void on_atomic(const volatile void* addr, std::size_t n) {
+void on_atomic(const volatile void* addr, std::size_t n, const void* site = __builtin_return_address(0)) {
   Thread* t = tls_thread;
   if (t == nullptr) return;
-  on_access(const_cast<const void*>(addr), n, false);
+  on_access(const_cast<const void*>(addr), n, false, site);
   if (tls_thread == nullptr) return;
-  on_access(const_cast<const void*>(addr), n, true);
+  on_access(const_cast<const void*>(addr), n, true, site);
   if (in_device_region(const_cast<const void*>(addr))) ++t->block->launch->record.atomics;
 }
 
 }  // namespace
+
+void flush_traffic(Launch& L) {
+  TrafficLog& log = tl_traffic;
+  std::sort(log.touches.begin(), log.touches.end());
+  std::size_t i = 0;
+  while (i < log.touches.size()) {
+    const SectorTouch& s = log.touches[i];
+    const bool new_request = i == 0 || !s.same_request(log.touches[i - 1]);
+    std::uint32_t bytes = 0;  // of this sector, over the lanes of the request
+    for (; i < log.touches.size() && log.touches[i].same_request(s) && log.touches[i].sector == s.sector; ++i)
+      bytes |= log.touches[i].bytes;
+    const auto distinct = static_cast<std::uint64_t>(__builtin_popcount(bytes));
+    if (s.write) {
+      L.record.store_requests += new_request;
+      L.record.sectors_stored += 1;
+      L.record.request_bytes_stored += distinct;
+    } else {
+      L.record.load_requests += new_request;
+      L.record.sectors_loaded += 1;
+      L.record.request_bytes_loaded += distinct;
+    }
+  }
+  log.touches.clear();
+  for (std::size_t tid : log.threads_seen) log.site_counts[tid].clear();
+  log.threads_seen.clear();
+}
 
 void report(Thread* t, const char* checker, const std::string& what, const void* address, cudaError_t error) {
   Launch* L = t != nullptr ? t->block->launch : nullptr;

@@ -551,6 +551,7 @@ void execute(Launch& L) {
     }
     E.ready.reset(sched.order, mix(seed ^ static_cast<std::uint64_t>(cidx)), warps_per_cluster);
     run_cluster(E, L);
+    flush_traffic(L);
   }
   E.launch = nullptr;
 }

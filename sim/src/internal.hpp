@@ -123,6 +123,9 @@ void abandon_block_of(Thread* t);
 /// Runs a launch to completion on the calling OS thread (every block, in the schedule's order).
 void execute(Launch& L);
 /// A checker finding: recorded, the launch fails with `error`, the block is abandoned.
+/// Adds the running cluster's warp-level requests and sectors to L.record and starts afresh
+/// (the engine calls it when every thread of the cluster has finished).
+void flush_traffic(Launch& L);
 void report(Thread* t, const char* checker, const std::string& what, const void* address, cudaError_t error);
 std::string describe_thread(const Thread* t);
 

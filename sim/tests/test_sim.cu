@@ -229,6 +229,74 @@ TEST_F(Sim, LaunchRecordsCountTheTraffic) {
   cudaFree(out);
 }
 
+// Sector accounting: one warp-level request per instruction per warp, its distinct 32-byte sectors.
+__global__ void load_store_stride_kernel(const float* in, float* out, int stride, int offset) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i * stride + offset] = in[i * stride + offset];
+}
+__global__ void vector_copy_kernel(const uint4* in, uint4* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i] = __ldcs(in + i);
+}
+__global__ void broadcast_kernel(const float* in, float* out) {
+  out[blockIdx.x * blockDim.x + threadIdx.x] = in[0];  // every lane the same 4 bytes
+}
+__global__ void half_warp_kernel(const float* in, float* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  for (int k = 0; k < 3; ++k)
+    if (threadIdx.x % 32 < 16) out[k * 64 + i] = in[k * 64 + i];  // 16 lanes: 2 sectors, 3 times
+}
+
+fusedloss_sim::LaunchRecord only_launch() {
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const auto rec = fusedloss_sim::launches();
+  EXPECT_EQ(rec.size(), 1u);
+  fusedloss_sim::clear_launches();
+  return rec.empty() ? fusedloss_sim::LaunchRecord{} : rec[0];
+}
+
+TEST_F(Sim, LaunchRecordsCountSectorsPerWarpRequest) {
+  float* in = device_array<float>(4096);
+  float* out = device_array<float>(4096);
+  struct Case {
+    int stride, offset;
+    std::uint64_t sectors_per_request;
+  };
+  // 64 threads = 2 warps = 2 requests each way; allocations are 64 KB aligned.
+  for (const Case c : {Case{1, 0, 4}, Case{2, 0, 8}, Case{1, 1, 5}, Case{32, 0, 32}}) {
+    SCOPED_TRACE("stride " + std::to_string(c.stride) + " offset " + std::to_string(c.offset));
+    triple_chevron(1, 64).doit(load_store_stride_kernel, in, out, c.stride, c.offset);
+    const auto r = only_launch();
+    EXPECT_EQ(r.load_requests, 2u);
+    EXPECT_EQ(r.store_requests, 2u);
+    EXPECT_EQ(r.sectors_loaded, 2 * c.sectors_per_request);
+    EXPECT_EQ(r.sectors_stored, 2 * c.sectors_per_request);
+    EXPECT_EQ(r.request_bytes_loaded, 2u * 128u);  // sector efficiency 128 / (32 · sectors per request)
+  }
+  // 16-byte vectors: 512 bytes per warp = 16 sectors, every byte used.
+  triple_chevron(2, 64).doit(vector_copy_kernel, reinterpret_cast<const uint4*>(in), reinterpret_cast<uint4*>(out));
+  const auto v = only_launch();
+  EXPECT_EQ(v.load_requests, 4u);
+  EXPECT_EQ(v.sectors_loaded, 4u * 16u);
+  EXPECT_EQ(v.sectors_stored, 4u * 16u);
+  EXPECT_EQ(v.request_bytes_loaded, 32u * v.sectors_loaded);  // efficiency 1
+  EXPECT_EQ(v.request_bytes_stored, 32u * v.sectors_stored);
+  // Repeated executions of one instruction are separate requests; inactive lanes fetch nothing.
+  triple_chevron(1, 64).doit(half_warp_kernel, in, out);
+  const auto h = only_launch();
+  EXPECT_EQ(h.load_requests, 2u * 3u);
+  EXPECT_EQ(h.sectors_loaded, 2u * 3u * 2u);
+  // A broadcast: 32 lanes × 4 bytes counted as accesses, 4 distinct bytes asked for, 1 sector.
+  triple_chevron(1, 32).doit(broadcast_kernel, in, out);
+  const auto b = only_launch();
+  EXPECT_EQ(b.bytes_loaded, 32u * 4u);
+  EXPECT_EQ(b.request_bytes_loaded, 4u);
+  EXPECT_EQ(b.sectors_loaded, 1u);
+  EXPECT_EQ(b.request_bytes_stored, 128u);
+  cudaFree(in);
+  cudaFree(out);
+}
+
 TEST_F(Sim, GraphsReplayCapturedWork) {
   const int n = 300;
   float* in = device_array<float>(n);

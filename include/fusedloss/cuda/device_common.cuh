@@ -58,6 +58,26 @@
 namespace fusedloss {
 namespace cuda {
 
+/// A plain 16-byte vector load / store (uint4, float4): exactly `*p` / `*p = v` under nvcc
+/// (LDG.E.128 / STG.E.128). On the emulated device the host compiler would split the copy into
+/// per-field accesses, which the traffic accounting would count as four 4-byte requests.
+template <class T>
+__device__ __forceinline__ T load_vector(const T* p) {
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+  return ::fusedloss_sim::load_whole(p);
+#else
+  return *p;
+#endif
+}
+template <class T>
+__device__ __forceinline__ void store_vector(T* p, const T& v) {
+#if defined(FUSEDLOSS_EMULATED_DEVICE)
+  ::fusedloss_sim::store_whole(p, v);
+#else
+  *p = v;
+#endif
+}
+
 template <class T>
 using shared_t = T;
 

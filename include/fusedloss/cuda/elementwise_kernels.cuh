@@ -140,7 +140,7 @@ __device__ __forceinline__ uint4 load_pack(const S* p, std::int64_t i, bool vec,
     if constexpr (kReadOnly) {
       return __ldg(q);
     } else {
-      return *q;  // the input may alias the gradient: a coherent load
+      return load_vector(q);  // the input may alias the gradient: a coherent load
     }
   }
   unsigned w[4] = {0u, 0u, 0u, 0u};
@@ -265,12 +265,12 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
       }
 
       if (vec) {
-        if constexpr (kGrad) *reinterpret_cast<uint4*>(a.grad + i) = Pack<S>::make(gs);
+        if constexpr (kGrad) store_vector(reinterpret_cast<uint4*>(a.grad + i), Pack<S>::make(gs));
         if constexpr (kMode == Mode::PerElement) {
 #pragma unroll
           for (int q = 0; q < V / 4; ++q)
-            reinterpret_cast<float4*>(a.loss + i)[q] =
-                make_float4(ls[4 * q], ls[4 * q + 1], ls[4 * q + 2], ls[4 * q + 3]);
+            store_vector(reinterpret_cast<float4*>(a.loss + i) + q,
+                         make_float4(ls[4 * q], ls[4 * q + 1], ls[4 * q + 2], ls[4 * q + 3]));
         }
       } else {
 #pragma unroll

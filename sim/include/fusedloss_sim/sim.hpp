@@ -26,6 +26,9 @@ ScheduleChoice schedule();
 void set_schedule(ScheduleChoice s);
 const char* schedule_name(Schedule s);
 
+/// Bytes in a 32-byte sector; the traffic accounting counts whole sectors per warp request.
+constexpr int kSectorBytes = 32;
+
 /// One kernel launch as the emulated device saw it.
 struct LaunchRecord {
   std::string kernel;       ///< demangled name ("" when the symbol is not exported)
@@ -34,8 +37,14 @@ struct LaunchRecord {
   std::size_t dynamic_smem = 0;
   std::size_t static_smem = 0;  ///< shared memory the blocks declared
   std::uint64_t bytes_loaded = 0, bytes_stored = 0;  ///< global memory, every access counted
-  std::uint64_t load_requests = 0, store_requests = 0;  ///< warp-level memory instructions
-  std::uint64_t sectors_loaded = 0, sectors_stored = 0;  ///< distinct 32-byte sectors per request
+  /// Warp-level memory instructions (the n-th execution of one instruction by the lanes of a
+  /// warp; atomics count a load and a store), the distinct 32-byte sectors each touched and the
+  /// distinct bytes each asked for (a broadcast counts once), summed over the requests:
+  /// sectors/requests is Nsight Compute's "sectors per request", and
+  /// request_bytes / (32 · sectors) the sector efficiency (1: every byte fetched was asked for).
+  std::uint64_t load_requests = 0, store_requests = 0;
+  std::uint64_t sectors_loaded = 0, sectors_stored = 0;
+  std::uint64_t request_bytes_loaded = 0, request_bytes_stored = 0;
   std::uint64_t atomics = 0;
   cudaError_t result = cudaSuccess;
 };
@@ -51,8 +60,6 @@ void clear_findings();
 bool checks_enabled();
 void set_checks_enabled(bool on);
 
-/// Bytes in a 32-byte sector; the traffic accounting counts whole sectors per warp request.
-constexpr int kSectorBytes = 32;
 
 namespace detail {
 using Invoker = void (*)(const void* args);
