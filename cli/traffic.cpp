@@ -129,7 +129,10 @@ TrafficMeasurement measure_call(const std::function<void()>& call, const Traffic
   TrafficMeasurement m;
   m.floor = floor;
   fusedloss_sim::clear_launches();
+  const bool was_counting = fusedloss_sim::sector_accounting();
+  fusedloss_sim::set_sector_accounting(true);
   call();
+  fusedloss_sim::set_sector_accounting(was_counting);
   for (const fusedloss_sim::LaunchRecord& r : fusedloss_sim::launches()) {
     if (r.result != cudaSuccess) throw RuntimeFailure("kernel " + r.kernel + " failed on the emulated device");
     KernelTraffic k;

@@ -49,6 +49,7 @@ bool env_checks() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 std::atomic<bool> g_checks{env_checks()};
+std::atomic<bool> g_sectors{std::getenv("FUSEDLOSS_SIM_SECTORS") != nullptr && std::strcmp(std::getenv("FUSEDLOSS_SIM_SECTORS"), "0") != 0};
 
 std::string hex(const void* p) {
   char buf[32];
@@ -171,7 +172,7 @@ struct TrafficLog {
 thread_local TrafficLog tl_traffic;
 
 void note_request(const Thread* t, const void* site, const char* p, std::size_t n, bool write) {
-  if (site == nullptr || n == 0) return;
+  if (site == nullptr || n == 0 || !g_sectors.load(std::memory_order_relaxed)) return;
   TrafficLog& log = tl_traffic;
   const std::size_t tid = t->block->rank * kMaxBlockThreads + static_cast<std::size_t>(t->linear);
   if (log.site_counts.size() <= tid) log.site_counts.resize(static_cast<std::size_t>(kMaxClusterBlocks) * kMaxBlockThreads);
@@ -339,6 +340,8 @@ void clear_findings() {
   internal::g_findings.clear();
 }
 bool checks_enabled() { return internal::g_checks.load(); }
+void set_sector_accounting(bool on) { internal::g_sectors.store(on); }
+bool sector_accounting() { return internal::g_sectors.load(); }
 void set_checks_enabled(bool on) { internal::g_checks.store(on); }
 
 }  // namespace fusedloss_sim

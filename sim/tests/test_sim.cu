@@ -26,6 +26,7 @@ class Sim : public ::testing::Test {
   void TearDown() override {
     reset();
     fusedloss_sim::set_schedule({});
+    fusedloss_sim::set_sector_accounting(false);
   }
   static void reset() {
     cudaDeviceReset();
@@ -256,6 +257,7 @@ fusedloss_sim::LaunchRecord only_launch() {
 }
 
 TEST_F(Sim, LaunchRecordsCountSectorsPerWarpRequest) {
+  fusedloss_sim::set_sector_accounting(true);  // off by default (TearDown turns it off again)
   float* in = device_array<float>(4096);
   float* out = device_array<float>(4096);
   struct Case {

@@ -26,6 +26,12 @@ ScheduleChoice schedule();
 void set_schedule(ScheduleChoice s);
 const char* schedule_name(Schedule s);
 
+/// The per-request sector accounting (LaunchRecord's requests, sectors and request bytes) costs
+/// about a third of the emulated time, so it runs only while enabled: by this call, or for the
+/// whole process with FUSEDLOSS_SIM_SECTORS=1. Bytes loaded and stored and atomics are always counted.
+void set_sector_accounting(bool on);
+bool sector_accounting();
+
 /// Bytes in a 32-byte sector; the traffic accounting counts whole sectors per warp request.
 constexpr int kSectorBytes = 32;
 
