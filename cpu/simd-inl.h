@@ -1,0 +1,164 @@
+// fusedloss CPU path — per-SIMD-target building blocks (Google Highway): loading f32/f16/bf16 as
+// double lanes, storing double lanes rounded once to the dtype, and the libm functions with the
+// special values the loss definitions rely on.
+//
+// Included once per Highway target by the foreach_target.h files (cpu/elementwise.cpp,
+// cpu/rowwise.cpp), hence the toggle guard instead of #pragma once. Everything is computed in
+// double, as the scalar path does, so a result differs from the scalar path's only by the vector
+// libm's error (≤ 4 ulp of double), far below one ulp of float/half/bfloat16.
+#if defined(FUSEDLOSS_CPU_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef FUSEDLOSS_CPU_SIMD_INL_H_
+#undef FUSEDLOSS_CPU_SIMD_INL_H_
+#else
+#define FUSEDLOSS_CPU_SIMD_INL_H_
+#endif
+
+#include <cstdint>
+#include <limits>
+
+#include "cpu/load_store.hpp"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace fusedloss {
+namespace detail {
+namespace cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DD = hn::ScalableTag<double>;
+using VD = hn::Vec<DD>;
+using MD = hn::Mask<DD>;
+
+// ---- math with IEEE special values (Highway's contrib math leaves NaN/inf/overflow to the caller)
+
+/// e^x: NaN stays NaN, overflow gives +inf, −inf and x < −1000 give 0 (contrib: 1 ulp).
+HWY_INLINE VD Exp(DD d, VD x) {
+  const VD y = hn::IfThenElse(hn::Gt(x, hn::Set(d, 709.782712893384)),
+                              hn::Set(d, std::numeric_limits<double>::infinity()), hn::Exp(d, x));
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+/// log1p(x) for x ≥ −1: −1 → −inf, +inf → +inf, NaN stays NaN (contrib: 2 ulp).
+HWY_INLINE VD Log1p(DD d, VD x) {
+  const VD inf = hn::Set(d, std::numeric_limits<double>::infinity());
+  VD y = hn::IfThenElse(hn::Eq(x, inf), inf, hn::Log1p(d, x));
+  y = hn::IfThenElse(hn::Eq(x, hn::Set(d, -1.0)), hn::Neg(inf), y);
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+/// log(x) for x ≥ 0: 0 → −inf, +inf → +inf, NaN stays NaN (contrib: 4 ulp).
+HWY_INLINE VD Log(DD d, VD x) {
+  const VD inf = hn::Set(d, std::numeric_limits<double>::infinity());
+  VD y = hn::IfThenElse(hn::Eq(x, inf), inf, hn::Log(d, x));
+  y = hn::IfThenElse(hn::Eq(x, hn::Zero(d)), hn::Neg(inf), y);
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+/// expm1(x) for |x| < 1 (log_cosh's small branch; other lanes are discarded by the caller).
+HWY_INLINE VD Expm1(DD d, VD x) { return hn::Expm1(d, x); }
+/// tanh(x): ±inf → ±1, NaN stays NaN (contrib: 4 ulp).
+HWY_INLINE VD Tanh(DD d, VD x) { return hn::IfThenElse(hn::IsNaN(x), x, hn::Tanh(d, x)); }
+
+/// The scalar `a > b ? a : b` lane by lane (math::max_: a NaN `a` gives b, exactly as there).
+HWY_INLINE VD MaxLike(VD a, VD b) { return hn::IfThenElse(hn::Gt(a, b), a, b); }
+/// math::sign_: sign(0) = 0, NaN stays NaN.
+HWY_INLINE VD Sign(DD d, VD x) {
+  const VD s = hn::Sub(hn::IfThenElseZero(hn::Gt(x, hn::Zero(d)), hn::Set(d, 1.0)),
+                       hn::IfThenElseZero(hn::Lt(x, hn::Zero(d)), hn::Set(d, 1.0)));
+  return hn::IfThenElse(hn::Eq(x, x), s, x);
+}
+
+/// Sum of the lanes in lane order (a fixed order per target: results stay bitwise reproducible).
+HWY_INLINE double SumLanes(DD d, VD v) {
+  HWY_ALIGN double lanes[hn::MaxLanes(DD())];
+  hn::Store(v, d, lanes);
+  double s = 0.0;
+  for (size_t k = 0; k < hn::Lanes(d); ++k) s += lanes[k];
+  return s;
+}
+
+// ---- loads and stores ------------------------------------------------------------------------
+
+using DF = hn::Rebind<float, DD>;
+using DU32 = hn::Rebind<uint32_t, DD>;
+using DI32 = hn::Rebind<int32_t, DD>;
+using DU16 = hn::Rebind<uint16_t, DD>;
+
+/// Lanes rounded to float with round-to-odd (double_to_float_round_to_odd, lane by lane), as
+/// bit patterns: truncate, then set the last bit when inexact, so the half/bfloat16 rounding that
+/// follows is the correctly rounded double → half/bfloat16 result.
+HWY_INLINE hn::Vec<DU32> RoundToOddBits(DD d, VD v) {
+  const DF df;
+  const DI32 di;
+  const hn::Vec<DF> f = hn::DemoteTo(df, v);
+  const VD back = hn::PromoteTo(d, f);
+  const MD inexact = hn::And(hn::Ne(back, v), hn::Eq(v, v));
+  const MD away = hn::Gt(hn::Abs(back), hn::Abs(v));
+  // The two corrections as 0/1 integer lanes (a mask cannot change lane width).
+  const hn::Vec<DI32> down = hn::DemoteTo(di, hn::IfThenElseZero(away, hn::Set(d, 1.0)));
+  const hn::Vec<DI32> odd = hn::DemoteTo(di, hn::IfThenElseZero(inexact, hn::Set(d, 1.0)));
+  const DU32 du;
+  return hn::Or(hn::Sub(hn::BitCast(du, f), hn::BitCast(du, down)), hn::BitCast(du, odd));
+}
+
+template <class IO>
+struct VecIo;
+
+template <>
+struct VecIo<Io<DType::Float32>> {
+  static VD Load(DD d, const float* p) { return hn::PromoteTo(d, hn::LoadU(DF(), p)); }
+  static void Store(DD, float* p, VD v) { hn::StoreU(hn::DemoteTo(DF(), v), DF(), p); }
+};
+
+template <>
+struct VecIo<Io<DType::BFloat16>> {
+  static VD Load(DD d, const std::uint16_t* p) {
+    const hn::Vec<DU32> u = hn::ShiftLeft<16>(hn::PromoteTo(DU32(), hn::LoadU(DU16(), p)));
+    return hn::PromoteTo(d, hn::BitCast(DF(), u));
+  }
+  /// to_bfloat16 (nearest even, quiet NaN) of the round-to-odd float.
+  static void Store(DD d, std::uint16_t* p, VD v) {
+    const DU32 du;
+    const hn::Vec<DU32> u = RoundToOddBits(d, v);
+    const hn::Vec<DU32> hi = hn::ShiftRight<16>(u);
+    const hn::Vec<DU32> rounded = hn::ShiftRight<16>(hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hi, hn::Set(du, 1u)))));
+    const auto nan = hn::RebindMask(du, hn::IsNaN(hn::BitCast(DF(), u)));
+    const hn::Vec<DU32> bits = hn::IfThenElse(nan, hn::Or(hi, hn::Set(du, 0x40u)), rounded);
+    hn::StoreU(hn::DemoteTo(DU16(), hn::BitCast(DI32(), bits)), DU16(), p);
+  }
+};
+
+template <>
+struct VecIo<Io<DType::Float16>> {
+#if HWY_TARGET >= HWY_SSE4
+  // Without F16C Highway emulates the conversions, truncating and mapping inf/NaN to finite
+  // values; the scalar conversions of float16.hpp take over the (cheap) lane conversions here.
+  static VD Load(DD d, const std::uint16_t* p) {
+    HWY_ALIGN double lanes[hn::MaxLanes(DD())];
+    for (size_t k = 0; k < hn::Lanes(d); ++k) lanes[k] = static_cast<double>(to_float(half_t{p[k]}));
+    return hn::Load(d, lanes);
+  }
+  static void Store(DD d, std::uint16_t* p, VD v) {
+    HWY_ALIGN uint32_t lanes[hn::MaxLanes(DD())];
+    hn::Store(RoundToOddBits(d, v), DU32(), lanes);
+    for (size_t k = 0; k < hn::Lanes(d); ++k) p[k] = to_half(bits_float(lanes[k])).bits;
+  }
+#else
+  using DH = hn::Rebind<hwy::float16_t, DD>;
+  static VD Load(DD d, const std::uint16_t* p) {
+    return hn::PromoteTo(d, hn::PromoteTo(DF(), hn::LoadU(DH(), reinterpret_cast<const hwy::float16_t*>(p))));
+  }
+  /// F16C's conversion rounds to nearest even: applied to the round-to-odd float it is exact.
+  static void Store(DD d, std::uint16_t* p, VD v) {
+    hn::StoreU(hn::DemoteTo(DH(), hn::BitCast(DF(), RoundToOddBits(d, v))), DH(),
+               reinterpret_cast<hwy::float16_t*>(p));
+  }
+#endif
+};
+
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace detail
+}  // namespace fusedloss
+HWY_AFTER_NAMESPACE();
+
+#endif  // FUSEDLOSS_CPU_SIMD_INL_H_
