@@ -7,6 +7,10 @@
 // scratch before its gradient row is written, which makes grad == input (in place) safe.
 // The mean divisor of cross_entropy / nll (Σ w[y_n] over valid, non-ignored rows) and the count
 // of bad labels come from a cheap sequential pass over the labels before any gradient is written.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/rowwise.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -14,16 +18,16 @@
 
 #include "cpu/load_store.hpp"
 #include "cpu/parallel.hpp"
+#include "cpu/simd-inl.h"
 #include "fusedloss/detail/rowwise_ops.hpp"
+#include "hwy/highway.h"
 #include "src/backend.hpp"
 
+HWY_BEFORE_NAMESPACE();
 namespace fusedloss {
 namespace detail {
-namespace {
-
-using cpu::chunk_count;
-using cpu::load_label;
-using cpu::parallel_for_chunks;
+namespace cpu {
+namespace HWY_NAMESPACE {
 
 constexpr std::int64_t kChunkElements = 32768;  // rows per chunk = max(1, this / C): fixed by the problem
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -56,12 +60,28 @@ inline double sum_in_order(const std::vector<double>& parts) {
 
 /// Max-shifted logsumexp of z[0..C): fills e[c] = exp(z[c] − max) and *sum_e = Σ e. A row whose max
 /// is infinite gives −inf (all −inf) or +inf (a +inf entry), NaN when it also holds a NaN.
+/// Vector lanes first, the last partial vector scalar; the lanes are combined in a fixed order.
 inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* sum_e) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::int64_t whole = C - C % lanes;
+  VD mv = hn::Set(d, -kInf);
+  for (std::int64_t c = 0; c < whole; c += lanes) mv = MaxLike(hn::LoadU(d, z + c), mv);  // NaN entries are skipped here ...
+  HWY_ALIGN double lane_max[hn::MaxLanes(DD())];
+  hn::Store(mv, d, lane_max);
   double m = -kInf;
-  for (std::int64_t c = 0; c < C; ++c) m = z[c] > m ? z[c] : m;  // NaN entries are skipped here ...
-  double s = 0.0;
-  for (std::int64_t c = 0; c < C; ++c) {
-    e[c] = std::exp(z[c] - m);  // ... and reach the sum (NaN) when m is finite
+  for (std::int64_t k = 0; k < lanes; ++k) m = lane_max[k] > m ? lane_max[k] : m;
+  for (std::int64_t c = whole; c < C; ++c) m = z[c] > m ? z[c] : m;
+  const VD mb = hn::Set(d, m);
+  VD sv = hn::Zero(d);
+  for (std::int64_t c = 0; c < whole; c += lanes) {
+    const VD ev = Exp(d, hn::Sub(hn::LoadU(d, z + c), mb));  // ... and reach the sum (NaN) when m is finite
+    hn::StoreU(ev, d, e + c);
+    sv = hn::Add(sv, ev);
+  }
+  double s = SumLanes(d, sv);
+  for (std::int64_t c = whole; c < C; ++c) {
+    e[c] = std::exp(z[c] - m);
     s += e[c];
   }
   *sum_e = s;
@@ -71,6 +91,21 @@ inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* 
     return m;
   }
   return m + std::log(s);
+}
+
+/// z[c] = softcap(x[c]) as double for a row of C values.
+template <class IO>
+void load_row(const typename IO::storage* x, std::int64_t C, double cap, double* z) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  std::int64_t c = 0;
+  if (cap > 0.0) {
+    const VD k = hn::Set(d, cap);
+    for (; c + lanes <= C; c += lanes) hn::StoreU(hn::Mul(k, Tanh(d, hn::Div(VecIo<IO>::Load(d, x + c), k))), d, z + c);
+  } else {
+    for (; c + lanes <= C; c += lanes) hn::StoreU(VecIo<IO>::Load(d, x + c), d, z + c);
+  }
+  for (; c < C; ++c) z[c] = softcap_value(IO::load(x, c), cap);
 }
 
 inline double class_weight_at(const float* class_weight, std::int64_t c) {
@@ -164,8 +199,7 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
   return reduce_rows(p, out, threads, scale.stats.weight_sum, scale.stats.bad, [&] {
     return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
             e = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
-      const S* xr = x + n * stride;
-      for (std::int64_t c = 0; c < C; ++c) z[c] = softcap_value(IO::load(xr, c), cap);
+      load_row<IO>(x + n * stride, C, cap, z.data());
       double sum_e;
       const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
@@ -197,13 +231,33 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
           const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
           // p_c·a = e_c·(a / Σe); a +inf logit makes Σe = NaN (inf/inf), so the row is NaN throughout.
           const double a = k.a / sum_e;
-          for (std::int64_t c = 0; c < C; ++c) {
+          auto grad_at = [&](std::int64_t c) {
             double g = e[c] * a;
             if (c == y) g -= k.b;
             if (k.e > 0.0) g -= k.e * class_weight_at(cw, c);
             if (cap > 0.0) g *= softcap_derivative(z[c], cap);
-            IO::store(gr, c, g * factor);
+            return g * factor;
+          };
+          // The same operations on whole vectors (the target column is redone by grad_at after).
+          const DD d;
+          const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+          const VD av = hn::Set(d, a), ke = hn::Set(d, k.e), capv = hn::Set(d, cap), one = hn::Set(d, 1.0);
+          const VD fv = hn::Set(d, factor);
+          std::int64_t c = 0;
+          for (; c + lanes <= C; c += lanes) {
+            VD g = hn::Mul(hn::LoadU(d, e.data() + c), av);
+            if (k.e > 0.0) {
+              const VD wc = cw != nullptr ? hn::PromoteTo(d, hn::LoadU(DF(), cw + c)) : one;
+              g = hn::Sub(g, hn::Mul(ke, wc));
+            }
+            if (cap > 0.0) {
+              const VD t = hn::Div(hn::LoadU(d, z.data() + c), capv);
+              g = hn::Mul(g, hn::Sub(one, hn::Mul(t, t)));
+            }
+            VecIo<IO>::Store(d, gr + c, hn::Mul(g, fv));
           }
+          for (; c < C; ++c) IO::store(gr, c, grad_at(c));
+          IO::store(gr, y, grad_at(y));
         }
       }
       return ignored ? 0.0 : loss;
@@ -230,9 +284,8 @@ Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int t
     return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
             e = std::vector<double>(static_cast<std::size_t>(C)),
             wt = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
-      const S* xr = x + n * stride;
       const S* tr = t + n * stride;
-      for (std::int64_t c = 0; c < C; ++c) z[c] = softcap_value(IO::load(xr, c), cap);
+      load_row<IO>(x + n * stride, C, cap, z.data());
       double sum_e;
       const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
@@ -387,15 +440,31 @@ Status run_rowwise(const RowwiseProblem& p, const LossOutputs& out, int threads)
   }
 }
 
-}  // namespace
+/// This target's entry point (see cpu_compute below).
+Status ComputeRowwise(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) {
+  Status status = Status::InvalidArgument;  // unknown dtype (validate() never passes one)
+  visit_value_dtype(problem.dtype, [&](auto io) {
+    status = run_rowwise<decltype(io)>(problem, outputs, threads < 1 ? 1 : threads);
+  });
+  return status;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace detail
+}  // namespace fusedloss
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace fusedloss {
+namespace detail {
+namespace cpu {
+HWY_EXPORT(ComputeRowwise);
+}  // namespace cpu
 
 Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept {
   try {
-    Status status = Status::InvalidArgument;  // unknown dtype (validate() never passes one)
-    cpu::visit_value_dtype(problem.dtype, [&](auto io) {
-      status = run_rowwise<decltype(io)>(problem, outputs, threads < 1 ? 1 : threads);
-    });
-    return status;
+    return HWY_DYNAMIC_DISPATCH(cpu::ComputeRowwise)(problem, outputs, threads);
   } catch (...) {
     return Status::OutOfMemory;  // std::bad_alloc for the partials: host memory exhausted
   }
@@ -403,3 +472,4 @@ Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, in
 
 }  // namespace detail
 }  // namespace fusedloss
+#endif  // HWY_ONCE
