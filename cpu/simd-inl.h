@@ -83,13 +83,27 @@ using DU32 = hn::Rebind<uint32_t, DD>;
 using DI32 = hn::Rebind<int32_t, DD>;
 using DU16 = hn::Rebind<uint16_t, DD>;
 
+/// Lanes rounded to float (nearest even), overflow to ±inf. Highway's portable EMU128 target
+/// saturates at ±FLT_MAX instead, so it converts lane by lane there.
+HWY_INLINE hn::Vec<DF> ToFloat(DD d, VD v) {
+#if HWY_TARGET == HWY_EMU128 || HWY_TARGET == HWY_SCALAR
+  HWY_ALIGN double in[hn::MaxLanes(DD())];
+  HWY_ALIGN float out[hn::MaxLanes(DD())];
+  hn::Store(v, d, in);
+  for (size_t k = 0; k < hn::Lanes(d); ++k) out[k] = static_cast<float>(in[k]);
+  return hn::Load(DF(), out);
+#else
+  (void)d;
+  return hn::DemoteTo(DF(), v);
+#endif
+}
+
 /// Lanes rounded to float with round-to-odd (double_to_float_round_to_odd, lane by lane), as
 /// bit patterns: truncate, then set the last bit when inexact, so the half/bfloat16 rounding that
 /// follows is the correctly rounded double → half/bfloat16 result.
 HWY_INLINE hn::Vec<DU32> RoundToOddBits(DD d, VD v) {
-  const DF df;
   const DI32 di;
-  const hn::Vec<DF> f = hn::DemoteTo(df, v);
+  const hn::Vec<DF> f = ToFloat(d, v);
   const VD back = hn::PromoteTo(d, f);
   const MD inexact = hn::And(hn::Ne(back, v), hn::Eq(v, v));
   const MD away = hn::Gt(hn::Abs(back), hn::Abs(v));
@@ -106,7 +120,7 @@ struct VecIo;
 template <>
 struct VecIo<Io<DType::Float32>> {
   static VD Load(DD d, const float* p) { return hn::PromoteTo(d, hn::LoadU(DF(), p)); }
-  static void Store(DD, float* p, VD v) { hn::StoreU(hn::DemoteTo(DF(), v), DF(), p); }
+  static void Store(DD d, float* p, VD v) { hn::StoreU(ToFloat(d, v), DF(), p); }
 };
 
 template <>
