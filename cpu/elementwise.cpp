@@ -132,7 +132,7 @@ struct VecOp<ElementwiseOp<Loss::LogCosh>> {
     const MD small = hn::Lt(a, one);
     const VD m = Expm1(d, hn::IfThenElseZero(small, a));  // the large lanes take the other branch
     const VD near = Log1p(d, hn::Div(hn::Mul(m, m), hn::Mul(two, hn::Add(one, m))));
-    const VD far = hn::Sub(hn::Add(a, Log1p(d, Exp(d, hn::Mul(hn::Set(d, -2.0), a)))),
+    const VD far = hn::Sub(hn::Add(a, Log1p(d, ExpNonPositive(d, hn::Mul(hn::Set(d, -2.0), a)))),
                            hn::Set(d, 0.693147180559945309417232121458176568));
     loss = hn::IfThenElse(small, near, far);
     dloss = Tanh(d, r);
@@ -190,15 +190,18 @@ template <>
 struct VecOp<ElementwiseOp<Loss::BCEWithLogits>> {
   static constexpr bool kVectorised = true;
   static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
-    // softplus(±x) = max(±x, 0) + log1p(e^{−|x|}) and σ(x) share the one exponential.
+    // softplus(±x) = max(±x, 0) + log1p(e^{−|x|}) and σ(x) share the one exponential and the one
+    // division: with u = 1 + e and s = 1/u, log1p(e) = log u + (e − (u − 1))·s (the correction
+    // restores the bits of e that 1 + e dropped; exact enough for e < 2^−53 too, where it is e).
     const VD zero = hn::Zero(d), one = hn::Set(d, 1.0);
-    const VD e = Exp(d, hn::Neg(hn::Abs(x)));
-    const VD l1p = Log1p(d, e);
+    const VD e = ExpNonPositive(d, hn::Neg(hn::Abs(x)));
+    const VD u = hn::Add(one, e);
+    const VD s = hn::Div(one, u);
+    const VD l1p = hn::Add(Log(d, u), hn::Mul(hn::Sub(e, hn::Sub(u, one)), s));
     const VD pw_y = hn::Mul(p.pos_weight, y);
     const VD sp_neg = hn::Add(MaxLike(hn::Neg(x), zero), l1p);
     const VD sp_pos = hn::Add(MaxLike(x, zero), l1p);
     loss = hn::Add(hn::Mul(pw_y, sp_neg), hn::Mul(hn::Sub(one, y), sp_pos));
-    const VD s = hn::Div(one, hn::Add(one, e));
     const VD sigmoid = hn::IfThenElse(hn::Ge(x, zero), s, hn::Mul(e, s));
     dloss = hn::Sub(hn::Mul(hn::Sub(hn::Add(pw_y, one), y), sigmoid), pw_y);
   }

@@ -75,7 +75,7 @@ inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* 
   const VD mb = hn::Set(d, m);
   VD sv = hn::Zero(d);
   for (std::int64_t c = 0; c < whole; c += lanes) {
-    const VD ev = Exp(d, hn::Sub(hn::LoadU(d, z + c), mb));  // ... and reach the sum (NaN) when m is finite
+    const VD ev = ExpNonPositive(d, hn::Sub(hn::LoadU(d, z + c), mb));  // ... and reach the sum (NaN) when m is finite
     hn::StoreU(ev, d, e + c);
     sv = hn::Add(sv, ev);
   }

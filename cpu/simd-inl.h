@@ -33,11 +33,24 @@ using MD = hn::Mask<DD>;
 
 // ---- math with IEEE special values (Highway's contrib math leaves NaN/inf/overflow to the caller)
 
-/// e^x: NaN stays NaN, overflow gives +inf, −inf and x < −1000 give 0 (contrib: 1 ulp).
-HWY_INLINE VD Exp(DD d, VD x) {
-  const VD y = hn::IfThenElse(hn::Gt(x, hn::Set(d, 709.782712893384)),
-                              hn::Set(d, std::numeric_limits<double>::infinity()), hn::Exp(d, x));
-  return hn::IfThenElse(hn::IsNaN(x), x, y);
+/// e^x for x ≤ 0 (every exponential of the losses: e^{−|x|}, e^{−2|r|}, e^{z − max}); NaN stays
+/// NaN. Highway's reduction and polynomial (1 ulp), with a cheaper reconstruction than its Exp:
+/// k = round(x/ln 2) comes from the low bits of x/ln 2 + 1.5·2^52 (no int conversions), and 2^k
+/// is one exponent-field add, valid for k ≥ −1022. Below x = −708 the result is flushed to 0: it
+/// is < 2^−1021 there and vanishes in every float output and in each sum it joins (≥ e^0 = 1 for
+/// a softmax, or added to terms of order 1 for the elementwise losses).
+HWY_INLINE VD ExpNonPositive(DD d, VD x) {
+  const hn::RebindToUnsigned<DD> du;
+  const VD magic = hn::Set(d, 6755399441055744.0);  // 1.5·2^52: adding it rounds to an integer
+  const VD t = hn::MulAdd(x, hn::Set(d, 1.442695040888963407359924681), magic);
+  const VD k = hn::Sub(t, magic);
+  // x − k·ln 2 in two parts (Highway's ExpReduce constants), then e^r − 1 by its polynomial.
+  VD r = hn::MulAdd(k, hn::Set(d, -0.6931471805596629565116018), x);
+  r = hn::MulAdd(k, hn::Set(d, -0.28235290563031577122588448175e-12), r);
+  const VD p = hn::Add(hwy::HWY_NAMESPACE::impl::ExpImpl<double>{}.ExpPoly(d, r), hn::Set(d, 1.0));
+  const auto scale = hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52));
+  const VD y = hn::Mul(p, hn::BitCast(d, scale));
+  return hn::IfThenElse(hn::IsNaN(x), x, hn::IfThenElseZero(hn::Ge(x, hn::Set(d, -708.0)), y));
 }
 /// log1p(x) for x ≥ −1: −1 → −inf, +inf → +inf, NaN stays NaN (contrib: 2 ulp).
 HWY_INLINE VD Log1p(DD d, VD x) {
