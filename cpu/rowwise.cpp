@@ -65,10 +65,18 @@ inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* 
   const DD d;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
   const std::int64_t whole = C - C % lanes;
-  VD mv = hn::Set(d, -kInf);
-  for (std::int64_t c = 0; c < whole; c += lanes) mv = MaxLike(hn::LoadU(d, z + c), mv);  // NaN entries are skipped here ...
+  // Four running maxima: one would make each compare wait for the previous one.
+  VD m0 = hn::Set(d, -kInf), m1 = m0, m2 = m0, m3 = m0;
+  std::int64_t c4 = 0;
+  for (; c4 + 4 * lanes <= whole; c4 += 4 * lanes) {
+    m0 = MaxLike(hn::LoadU(d, z + c4), m0);  // NaN entries are skipped here ...
+    m1 = MaxLike(hn::LoadU(d, z + c4 + lanes), m1);
+    m2 = MaxLike(hn::LoadU(d, z + c4 + 2 * lanes), m2);
+    m3 = MaxLike(hn::LoadU(d, z + c4 + 3 * lanes), m3);
+  }
+  for (; c4 < whole; c4 += lanes) m0 = MaxLike(hn::LoadU(d, z + c4), m0);
   HWY_ALIGN double lane_max[hn::MaxLanes(DD())];
-  hn::Store(mv, d, lane_max);
+  hn::Store(MaxLike(MaxLike(m0, m1), MaxLike(m2, m3)), d, lane_max);
   double m = -kInf;
   for (std::int64_t k = 0; k < lanes; ++k) m = lane_max[k] > m ? lane_max[k] : m;
   for (std::int64_t c = whole; c < C; ++c) m = z[c] > m ? z[c] : m;

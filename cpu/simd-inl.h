@@ -127,6 +127,27 @@ HWY_INLINE hn::Vec<DU32> RoundToOddBits(DD d, VD v) {
   return hn::Or(hn::Sub(hn::BitCast(du, f), hn::BitCast(du, down)), hn::BitCast(du, odd));
 }
 
+/// RoundToOddBits for lanes whose float is normal or zero, inf, NaN (the common case): the double's
+/// bits below float precision fold into a sticky last bit, after which the conversion is exact.
+/// Below 2^−126 the float is subnormal and would round again, so the caller checks `tiny` first.
+HWY_INLINE hn::Vec<DU32> RoundToOddBitsNormal(DD d, VD v) {
+  const hn::RebindToUnsigned<DD> du;
+  const auto bits = hn::BitCast(du, v);
+  const auto low = hn::Set(du, (std::uint64_t(1) << 29) - 1);  // 52 − 23 mantissa bits float drops
+  const auto inexact = hn::Ne(hn::And(bits, low), hn::Zero(du));
+  const auto odd = hn::Or(hn::AndNot(low, bits), hn::IfThenElseZero(inexact, hn::Set(du, std::uint64_t(1) << 29)));
+  return hn::BitCast(DU32(), ToFloat(d, hn::BitCast(d, odd)));
+}
+/// Lanes whose round-to-odd float would be subnormal (0 < |v| < 2^−126).
+HWY_INLINE MD TinyForFloat(DD d, VD v) {
+  const VD a = hn::Abs(v);
+  return hn::And(hn::Lt(a, hn::Set(d, 1.1754943508222875e-38)), hn::Gt(a, hn::Zero(d)));
+}
+/// The round-to-odd float bits of v, by the cheap route when no lane is tiny.
+HWY_INLINE hn::Vec<DU32> OddFloatBits(DD d, VD v) {
+  return hn::AllFalse(d, TinyForFloat(d, v)) ? RoundToOddBitsNormal(d, v) : RoundToOddBits(d, v);
+}
+
 template <class IO>
 struct VecIo;
 
@@ -145,7 +166,7 @@ struct VecIo<Io<DType::BFloat16>> {
   /// to_bfloat16 (nearest even, quiet NaN) of the round-to-odd float.
   static void Store(DD d, std::uint16_t* p, VD v) {
     const DU32 du;
-    const hn::Vec<DU32> u = RoundToOddBits(d, v);
+    const hn::Vec<DU32> u = OddFloatBits(d, v);
     const hn::Vec<DU32> hi = hn::ShiftRight<16>(u);
     const hn::Vec<DU32> rounded = hn::ShiftRight<16>(hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hi, hn::Set(du, 1u)))));
     const auto nan = hn::RebindMask(du, hn::IsNaN(hn::BitCast(DF(), u)));
@@ -166,7 +187,7 @@ struct VecIo<Io<DType::Float16>> {
   }
   static void Store(DD d, std::uint16_t* p, VD v) {
     HWY_ALIGN uint32_t lanes[hn::MaxLanes(DD())];
-    hn::Store(RoundToOddBits(d, v), DU32(), lanes);
+    hn::Store(OddFloatBits(d, v), DU32(), lanes);
     for (size_t k = 0; k < hn::Lanes(d); ++k) p[k] = to_half(bits_float(lanes[k])).bits;
   }
 #else
@@ -176,7 +197,7 @@ struct VecIo<Io<DType::Float16>> {
   }
   /// F16C's conversion rounds to nearest even: applied to the round-to-odd float it is exact.
   static void Store(DD d, std::uint16_t* p, VD v) {
-    hn::StoreU(hn::DemoteTo(DH(), hn::BitCast(DF(), RoundToOddBits(d, v))), DH(),
+    hn::StoreU(hn::DemoteTo(DH(), hn::BitCast(DF(), OddFloatBits(d, v))), DH(),
                reinterpret_cast<hwy::float16_t*>(p));
   }
 #endif
