@@ -58,10 +58,26 @@ inline double sum_in_order(const std::vector<double>& parts) {
   return total;
 }
 
+/// A row of doubles held in scratch.
+struct ScratchRow {
+  const double* z;
+  VD load(DD d, std::int64_t c) const { return hn::LoadU(d, z + c); }
+  double operator[](std::int64_t c) const { return z[c]; }
+};
+/// A row read straight from the input in its dtype (no softcap): no scratch copy of the logits,
+/// and the row is still in cache for the later reads.
+template <class IO>
+struct InputRow {
+  const typename IO::storage* x;
+  VD load(DD d, std::int64_t c) const { return VecIo<IO>::Load(d, x + c); }
+  double operator[](std::int64_t c) const { return IO::load(x, c); }
+};
+
 /// Max-shifted logsumexp of z[0..C): fills e[c] = exp(z[c] − max) and *sum_e = Σ e. A row whose max
 /// is infinite gives −inf (all −inf) or +inf (a +inf entry), NaN when it also holds a NaN.
 /// Vector lanes first, the last partial vector scalar; the lanes are combined in a fixed order.
-inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* sum_e) {
+template <class Row>
+double row_logsumexp(const Row& z, std::int64_t C, double* e, double* sum_e) {
   const DD d;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
   const std::int64_t whole = C - C % lanes;
@@ -69,12 +85,12 @@ inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* 
   VD m0 = hn::Set(d, -kInf), m1 = m0, m2 = m0, m3 = m0;
   std::int64_t c4 = 0;
   for (; c4 + 4 * lanes <= whole; c4 += 4 * lanes) {
-    m0 = MaxLike(hn::LoadU(d, z + c4), m0);  // NaN entries are skipped here ...
-    m1 = MaxLike(hn::LoadU(d, z + c4 + lanes), m1);
-    m2 = MaxLike(hn::LoadU(d, z + c4 + 2 * lanes), m2);
-    m3 = MaxLike(hn::LoadU(d, z + c4 + 3 * lanes), m3);
+    m0 = MaxLike(z.load(d, c4), m0);  // NaN entries are skipped here ...
+    m1 = MaxLike(z.load(d, c4 + lanes), m1);
+    m2 = MaxLike(z.load(d, c4 + 2 * lanes), m2);
+    m3 = MaxLike(z.load(d, c4 + 3 * lanes), m3);
   }
-  for (; c4 < whole; c4 += lanes) m0 = MaxLike(hn::LoadU(d, z + c4), m0);
+  for (; c4 < whole; c4 += lanes) m0 = MaxLike(z.load(d, c4), m0);
   HWY_ALIGN double lane_max[hn::MaxLanes(DD())];
   hn::Store(MaxLike(MaxLike(m0, m1), MaxLike(m2, m3)), d, lane_max);
   double m = -kInf;
@@ -83,7 +99,7 @@ inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* 
   const VD mb = hn::Set(d, m);
   VD sv = hn::Zero(d);
   for (std::int64_t c = 0; c < whole; c += lanes) {
-    const VD ev = ExpNonPositive(d, hn::Sub(hn::LoadU(d, z + c), mb));  // ... and reach the sum (NaN) when m is finite
+    const VD ev = ExpNonPositive(d, hn::Sub(z.load(d, c), mb));  // ... and reach the sum (NaN) when m is finite
     hn::StoreU(ev, d, e + c);
     sv = hn::Add(sv, ev);
   }
@@ -205,11 +221,15 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
 
   return reduce_rows(p, out, threads, scale.stats.weight_sum, scale.stats.bad, [&] {
-    return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
+    return [&, z = std::vector<double>(static_cast<std::size_t>(cap > 0.0 ? C : 0)),
             e = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
-      load_row<IO>(x + n * stride, C, cap, z.data());
+      // Without softcap the logits are read in place (before any gradient of the row is written).
+      const S* xr = x + n * stride;
+      if (cap > 0.0) load_row<IO>(xr, C, cap, z.data());
+      const auto logit = [&](std::int64_t c) { return cap > 0.0 ? z[c] : IO::load(xr, c); };
       double sum_e;
-      const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
+      const double lse = cap > 0.0 ? row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e)
+                                   : row_logsumexp(InputRow<IO>{xr}, C, e.data(), &sum_e);
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
 
       const std::int64_t y = load_label(p.labels, p.label_dtype, n);
@@ -224,10 +244,10 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
           for (std::int64_t c = 0; c < C; ++c) {
             // A zero-weight class (e.g. padded vocabulary at −inf) contributes exactly 0.
             const double wc = class_weight_at(cw, c);
-            if (wc != 0.0) sum_wz += wc * z[c];
+            if (wc != 0.0) sum_wz += wc * logit(c);
           }
         }
-        loss = sparse_ce_row_loss(lse, z[y], w_y, W, sum_wz, eps, inv_c, zl);
+        loss = sparse_ce_row_loss(lse, logit(y), w_y, W, sum_wz, eps, inv_c, zl);
       }
       if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
 
@@ -295,7 +315,7 @@ Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int t
       const S* tr = t + n * stride;
       load_row<IO>(x + n * stride, C, cap, z.data());
       double sum_e;
-      const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
+      const double lse = row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e);
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
 
       // ℓ = Σ_c w_c t'_c·(lse − z_c) + s·lse²  (= S·lse − Σ w_c t'_c z_c + s·lse²); zero terms skipped.
@@ -419,8 +439,8 @@ Status kl_div_logits(const RowwiseProblem& p, const LossOutputs& out, int thread
         b[c] = IO::load(sr, c) * inv_t;
       }
       double sum_a, sum_b;
-      const double lse_a = row_logsumexp(a.data(), C, ea.data(), &sum_a);
-      const double lse_b = row_logsumexp(b.data(), C, eb.data(), &sum_b);
+      const double lse_a = row_logsumexp(ScratchRow{a.data()}, C, ea.data(), &sum_a);
+      const double lse_b = row_logsumexp(ScratchRow{b.data()}, C, eb.data(), &sum_b);
       const double inv_sa = 1.0 / sum_a, inv_sb = 1.0 / sum_b;
       double acc = 0.0;
       S* gr = grad != nullptr ? grad + n * stride : nullptr;
