@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/load_store.hpp"
@@ -73,6 +74,52 @@ struct InputRow {
   double operator[](std::int64_t c) const { return IO::load(x, c); }
 };
 
+/// The row maximum in the scalar's sense (`z > m ? z : m`, so NaN entries are skipped), over
+/// vectors of four running maxima (one would make each compare wait for the previous one).
+template <class D, class LoadV, class Load>
+double row_max(D d, std::int64_t C, const LoadV& load_v, const Load& load) {
+  using V = hn::Vec<D>;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const auto max_like = [](V a, V b) { return hn::IfThenElse(hn::Gt(a, b), a, b); };
+  V m0 = hn::Set(d, -std::numeric_limits<hn::TFromD<D>>::infinity()), m1 = m0, m2 = m0, m3 = m0;
+  std::int64_t c = 0;
+  for (; c + 4 * lanes <= C; c += 4 * lanes) {
+    m0 = max_like(load_v(c), m0);
+    m1 = max_like(load_v(c + lanes), m1);
+    m2 = max_like(load_v(c + 2 * lanes), m2);
+    m3 = max_like(load_v(c + 3 * lanes), m3);
+  }
+  for (; c + lanes <= C; c += lanes) m0 = max_like(load_v(c), m0);
+  HWY_ALIGN hn::TFromD<D> lane_max[hn::MaxLanes(D())];
+  hn::Store(max_like(max_like(m0, m1), max_like(m2, m3)), d, lane_max);
+  double m = -kInf;
+  for (std::int64_t k = 0; k < lanes; ++k) m = lane_max[k] > m ? static_cast<double>(lane_max[k]) : m;
+  for (; c < C; ++c) m = load(c) > m ? load(c) : m;
+  return m;
+}
+double row_max(const ScratchRow& z, std::int64_t C) {
+  return row_max(DD(), C, [&](std::int64_t c) { return z.load(DD(), c); }, [&](std::int64_t c) { return z[c]; });
+}
+/// f32 and bf16 rows: the maximum of the stored values is the maximum of their doubles, so it is
+/// taken on float lanes (twice as many per vector, no conversion to double).
+template <class IO>
+double row_max(const InputRow<IO>& z, std::int64_t C) {
+  const auto scalar = [&](std::int64_t c) { return z[c]; };
+  if constexpr (std::is_same<IO, Io<DType::Float32>>::value) {
+    const hn::ScalableTag<float> df;
+    return row_max(df, C, [&](std::int64_t c) { return hn::LoadU(df, z.x + c); }, scalar);
+  } else if constexpr (std::is_same<IO, Io<DType::BFloat16>>::value) {
+    const hn::ScalableTag<float> df;
+    const hn::Rebind<std::uint16_t, decltype(df)> d16;
+    const hn::RebindToUnsigned<decltype(df)> du;
+    return row_max(df, C, [&](std::int64_t c) {
+      return hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, z.x + c))));
+    }, scalar);
+  } else {
+    return row_max(DD(), C, [&](std::int64_t c) { return z.load(DD(), c); }, scalar);
+  }
+}
+
 /// Max-shifted logsumexp of z[0..C): fills e[c] = exp(z[c] − max) and *sum_e = Σ e. A row whose max
 /// is infinite gives −inf (all −inf) or +inf (a +inf entry), NaN when it also holds a NaN.
 /// Vector lanes first, the last partial vector scalar; the lanes are combined in a fixed order.
@@ -81,21 +128,7 @@ double row_logsumexp(const Row& z, std::int64_t C, double* e, double* sum_e) {
   const DD d;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
   const std::int64_t whole = C - C % lanes;
-  // Four running maxima: one would make each compare wait for the previous one.
-  VD m0 = hn::Set(d, -kInf), m1 = m0, m2 = m0, m3 = m0;
-  std::int64_t c4 = 0;
-  for (; c4 + 4 * lanes <= whole; c4 += 4 * lanes) {
-    m0 = MaxLike(z.load(d, c4), m0);  // NaN entries are skipped here ...
-    m1 = MaxLike(z.load(d, c4 + lanes), m1);
-    m2 = MaxLike(z.load(d, c4 + 2 * lanes), m2);
-    m3 = MaxLike(z.load(d, c4 + 3 * lanes), m3);
-  }
-  for (; c4 < whole; c4 += lanes) m0 = MaxLike(z.load(d, c4), m0);
-  HWY_ALIGN double lane_max[hn::MaxLanes(DD())];
-  hn::Store(MaxLike(MaxLike(m0, m1), MaxLike(m2, m3)), d, lane_max);
-  double m = -kInf;
-  for (std::int64_t k = 0; k < lanes; ++k) m = lane_max[k] > m ? lane_max[k] : m;
-  for (std::int64_t c = whole; c < C; ++c) m = z[c] > m ? z[c] : m;
+  const double m = row_max(z, C);  // NaN entries are skipped here ...
   const VD mb = hn::Set(d, m);
   VD sv = hn::Zero(d);
   for (std::int64_t c = 0; c < whole; c += lanes) {
