@@ -165,6 +165,36 @@ void load_row(const typename IO::storage* x, std::int64_t C, double cap, double*
   for (; c < C; ++c) z[c] = softcap_value(IO::load(x, c), cap);
 }
 
+/// A gradient row on whole vectors: gr[c] = g_c·softcap'(z_c)·factor with g = grad_v(c) (the scalar
+/// loops' operations in their order). Returns the first column left for the scalar tail.
+template <class IO, class G>
+std::int64_t store_grad_row(typename IO::storage* gr, std::int64_t C, const double* z, double cap, double factor,
+                            const G& grad_v) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const VD capv = hn::Set(d, cap), one = hn::Set(d, 1.0), fv = hn::Set(d, factor);
+  std::int64_t c = 0;
+  for (; c + lanes <= C; c += lanes) {
+    VD g = grad_v(d, c);
+    if (cap > 0.0) {
+      const VD t = hn::Div(hn::LoadU(d, z + c), capv);
+      g = hn::Mul(g, hn::Sub(one, hn::Mul(t, t)));
+    }
+    VecIo<IO>::Store(d, gr + c, hn::Mul(g, fv));
+  }
+  return c;
+}
+
+/// gr[0..C) = 0.
+template <class IO>
+void store_zero_row(typename IO::storage* gr, std::int64_t C) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  std::int64_t c = 0;
+  for (; c + lanes <= C; c += lanes) VecIo<IO>::Store(d, gr + c, hn::Zero(d));
+  for (; c < C; ++c) IO::store(gr, c, 0.0);
+}
+
 inline double class_weight_at(const float* class_weight, std::int64_t c) {
   return class_weight != nullptr ? static_cast<double>(class_weight[c]) : 1.0;
 }
@@ -287,7 +317,7 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
       if (grad != nullptr) {
         S* gr = grad + n * stride;
         if (!valid || zero_grad || sparse_ce_grad_is_zero(w_y, eps, zl)) {
-          for (std::int64_t c = 0; c < C; ++c) IO::store(gr, c, 0.0);
+          store_zero_row<IO>(gr, C);
         } else {
           const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
           // p_c·a = e_c·(a / Σe); a +inf logit makes Σe = NaN (inf/inf), so the row is NaN throughout.
@@ -300,23 +330,14 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
             return g * factor;
           };
           // The same operations on whole vectors (the target column is redone by grad_at after).
-          const DD d;
-          const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
-          const VD av = hn::Set(d, a), ke = hn::Set(d, k.e), capv = hn::Set(d, cap), one = hn::Set(d, 1.0);
-          const VD fv = hn::Set(d, factor);
-          std::int64_t c = 0;
-          for (; c + lanes <= C; c += lanes) {
-            VD g = hn::Mul(hn::LoadU(d, e.data() + c), av);
+          std::int64_t c = store_grad_row<IO>(gr, C, z.data(), cap, factor, [&](DD d, std::int64_t c0) {
+            VD g = hn::Mul(hn::LoadU(d, e.data() + c0), hn::Set(d, a));
             if (k.e > 0.0) {
-              const VD wc = cw != nullptr ? hn::PromoteTo(d, hn::LoadU(DF(), cw + c)) : one;
-              g = hn::Sub(g, hn::Mul(ke, wc));
+              const VD wc = cw != nullptr ? hn::PromoteTo(d, hn::LoadU(DF(), cw + c0)) : hn::Set(d, 1.0);
+              g = hn::Sub(g, hn::Mul(hn::Set(d, k.e), wc));
             }
-            if (cap > 0.0) {
-              const VD t = hn::Div(hn::LoadU(d, z.data() + c), capv);
-              g = hn::Mul(g, hn::Sub(one, hn::Mul(t, t)));
-            }
-            VecIo<IO>::Store(d, gr + c, hn::Mul(g, fv));
-          }
+            return g;
+          });
           for (; c < C; ++c) IO::store(gr, c, grad_at(c));
           IO::store(gr, y, grad_at(y));
         }
@@ -365,7 +386,10 @@ Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int t
         // ∂ℓ/∂z_c = p_c·(S + 2·s·lse) − w_c t'_c, chained through the softcap.
         S* gr = grad + n * stride;
         const double a = (S_wt + (zl > 0.0 ? 2.0 * zl * lse : 0.0)) / sum_e;
-        for (std::int64_t c = 0; c < C; ++c) {
+        std::int64_t c = store_grad_row<IO>(gr, C, z.data(), cap, factor, [&](DD d, std::int64_t c0) {
+          return hn::Sub(hn::Mul(hn::LoadU(d, e.data() + c0), hn::Set(d, a)), hn::LoadU(d, wt.data() + c0));
+        });
+        for (; c < C; ++c) {
           double g = e[c] * a - wt[c];
           if (cap > 0.0) g *= softcap_derivative(z[c], cap);
           IO::store(gr, c, g * factor);
@@ -406,7 +430,7 @@ Status nll(const RowwiseProblem& p, const LossOutputs& out, int threads) {
       if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
       if (grad != nullptr) {
         S* gr = grad + n * stride;
-        for (std::int64_t c = 0; c < C; ++c) IO::store(gr, c, 0.0);
+        store_zero_row<IO>(gr, C);
         if (valid && !zero_grad) IO::store(gr, y, -w_y * factor);
       }
       return ignored ? 0.0 : loss;
