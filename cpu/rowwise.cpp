@@ -456,8 +456,23 @@ Status kl_div(const RowwiseProblem& p, const LossOutputs& out, int threads) {
       const S* qr = q + n * stride;
       const S* tr = t + n * stride;
       S* gr = grad != nullptr ? grad + n * stride : nullptr;
-      double acc = 0.0;
-      for (std::int64_t c = 0; c < C; ++c) {
+      // kl_div_element on whole vectors, then the scalar definition for the rest of the row.
+      const DD d;
+      const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+      const VD fv = hn::Set(d, factor);
+      VD accv = hn::Zero(d);
+      std::int64_t c = 0;
+      for (; c + lanes <= C; c += lanes) {
+        const VD qv = VecIo<IO>::Load(d, qr + c), tv = VecIo<IO>::Load(d, tr + c);
+        const VD pv = log_target ? Exp(d, tv) : tv;
+        const VD log_p = log_target ? tv : Log(d, tv);
+        const VD l = hn::IfThenZeroElse(hn::Eq(pv, hn::Zero(d)), hn::Mul(pv, hn::Sub(log_p, qv)));
+        accv = hn::Add(accv, l);
+        if (loss_none != nullptr) VecIo<Io<DType::Float32>>::Store(d, loss_none + n * C + c, l);
+        if (gr != nullptr) VecIo<IO>::Store(d, gr + c, hn::Mul(hn::Neg(pv), fv));
+      }
+      double acc = SumLanes(d, accv);
+      for (; c < C; ++c) {
         double dq;
         const double l = kl_div_element(IO::load(qr, c), IO::load(tr, c), log_target, dq);
         acc += l;

@@ -52,6 +52,12 @@ HWY_INLINE VD ExpNonPositive(DD d, VD x) {
   const VD y = hn::Mul(p, hn::BitCast(d, scale));
   return hn::IfThenElse(hn::IsNaN(x), x, hn::IfThenElseZero(hn::Ge(x, hn::Set(d, -708.0)), y));
 }
+/// e^x for any x: overflow gives +inf, NaN stays NaN (contrib: 1 ulp).
+HWY_INLINE VD Exp(DD d, VD x) {
+  const VD y = hn::IfThenElse(hn::Gt(x, hn::Set(d, 709.782712893384)),
+                              hn::Set(d, std::numeric_limits<double>::infinity()), hn::Exp(d, x));
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
 /// log1p(x) for x ≥ −1: −1 → −inf, +inf → +inf, NaN stays NaN (contrib: 2 ulp).
 HWY_INLINE VD Log1p(DD d, VD x) {
   const VD inf = hn::Set(d, std::numeric_limits<double>::infinity());
@@ -59,11 +65,12 @@ HWY_INLINE VD Log1p(DD d, VD x) {
   y = hn::IfThenElse(hn::Eq(x, hn::Set(d, -1.0)), hn::Neg(inf), y);
   return hn::IfThenElse(hn::IsNaN(x), x, y);
 }
-/// log(x) for x ≥ 0: 0 → −inf, +inf → +inf, NaN stays NaN (contrib: 4 ulp).
+/// log(x): 0 → −inf, +inf → +inf, x < 0 → NaN, NaN stays NaN (contrib: 4 ulp).
 HWY_INLINE VD Log(DD d, VD x) {
   const VD inf = hn::Set(d, std::numeric_limits<double>::infinity());
   VD y = hn::IfThenElse(hn::Eq(x, inf), inf, hn::Log(d, x));
   y = hn::IfThenElse(hn::Eq(x, hn::Zero(d)), hn::Neg(inf), y);
+  y = hn::IfThenElse(hn::Lt(x, hn::Zero(d)), hn::Set(d, std::numeric_limits<double>::quiet_NaN()), y);
   return hn::IfThenElse(hn::IsNaN(x), x, y);
 }
 /// expm1(x) for |x| < 1 (log_cosh's small branch; other lanes are discarded by the caller).
