@@ -506,7 +506,15 @@ Status kl_div_logits(const RowwiseProblem& p, const LossOutputs& out, int thread
             eb = std::vector<double>(Cs)](std::int64_t n) mutable -> double {
       const S* sr = student + n * stride;
       const S* ur = teacher + n * stride;
-      for (std::int64_t c = 0; c < C; ++c) {
+      const DD d;
+      const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+      const VD inv_tv = hn::Set(d, inv_t);
+      std::int64_t c0 = 0;
+      for (; c0 + lanes <= C; c0 += lanes) {
+        hn::StoreU(hn::Mul(VecIo<IO>::Load(d, ur + c0), inv_tv), d, a.data() + c0);
+        hn::StoreU(hn::Mul(VecIo<IO>::Load(d, sr + c0), inv_tv), d, b.data() + c0);
+      }
+      for (std::int64_t c = c0; c < C; ++c) {
         a[c] = IO::load(ur, c) * inv_t;
         b[c] = IO::load(sr, c) * inv_t;
       }
@@ -514,9 +522,20 @@ Status kl_div_logits(const RowwiseProblem& p, const LossOutputs& out, int thread
       const double lse_a = row_logsumexp(ScratchRow{a.data()}, C, ea.data(), &sum_a);
       const double lse_b = row_logsumexp(ScratchRow{b.data()}, C, eb.data(), &sum_b);
       const double inv_sa = 1.0 / sum_a, inv_sb = 1.0 / sum_b;
-      double acc = 0.0;
       S* gr = grad != nullptr ? grad + n * stride : nullptr;
-      for (std::int64_t c = 0; c < C; ++c) {
+      // The loop below on whole vectors first (a p_c = 0 term adds exactly 0).
+      const VD isa = hn::Set(d, inv_sa), isb = hn::Set(d, inv_sb), la = hn::Set(d, lse_a), lb = hn::Set(d, lse_b);
+      const VD gf = hn::Set(d, gfactor);
+      VD accv = hn::Zero(d);
+      std::int64_t c = 0;
+      for (; c + lanes <= C; c += lanes) {
+        const VD pc = hn::Mul(hn::LoadU(d, ea.data() + c), isa), qc = hn::Mul(hn::LoadU(d, eb.data() + c), isb);
+        const VD term = hn::Mul(pc, hn::Sub(hn::Sub(hn::LoadU(d, a.data() + c), la), hn::Sub(hn::LoadU(d, b.data() + c), lb)));
+        accv = hn::Add(accv, hn::IfThenZeroElse(hn::Eq(pc, hn::Zero(d)), term));
+        if (gr != nullptr) VecIo<IO>::Store(d, gr + c, hn::Mul(hn::Sub(qc, pc), gf));
+      }
+      double acc = SumLanes(d, accv);
+      for (; c < C; ++c) {
         const double pc = ea[c] * inv_sa, qc = eb[c] * inv_sb;
         if (pc != 0.0) acc += pc * ((a[c] - lse_a) - (b[c] - lse_b));
         if (gr != nullptr) IO::store(gr, c, (qc - pc) * gfactor);
