@@ -33,7 +33,7 @@ using MD = hn::Mask<DD>;
 
 // ---- math with IEEE special values (Highway's contrib math leaves NaN/inf/overflow to the caller)
 
-/// e^x for x ≤ 0 (every exponential of the losses: e^{−|x|}, e^{−2|r|}, e^{z − max}); NaN stays
+/// e^x for x ≤ 0 (the exponentials of the losses: e^{−|x|}, e^{−2|r|}, e^{z − max}); NaN stays
 /// NaN. Highway's reduction and polynomial (1 ulp), with a cheaper reconstruction than its Exp:
 /// k = round(x/ln 2) comes from the low bits of x/ln 2 + 1.5·2^52 (no int conversions), and 2^k
 /// is one exponent-field add, valid for k ≥ −1022. Below x = −708 the result is flushed to 0: it
@@ -50,7 +50,7 @@ HWY_INLINE VD ExpNonPositive(DD d, VD x) {
   const VD p = hn::Add(hwy::HWY_NAMESPACE::impl::ExpImpl<double>{}.ExpPoly(d, r), hn::Set(d, 1.0));
   const auto scale = hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52));
   const VD y = hn::Mul(p, hn::BitCast(d, scale));
-  return hn::IfThenElse(hn::IsNaN(x), x, hn::IfThenElseZero(hn::Ge(x, hn::Set(d, -708.0)), y));
+  return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -708.0)), y);  // NaN x: NaN r, so NaN y
 }
 /// e^x for any x: overflow gives +inf, NaN stays NaN (contrib: 1 ulp).
 HWY_INLINE VD Exp(DD d, VD x) {
