@@ -197,7 +197,10 @@ struct VecOp<ElementwiseOp<Loss::BCEWithLogits>> {
     const VD e = ExpNonPositive(d, hn::Neg(hn::Abs(x)));
     const VD u = hn::Add(one, e);
     const VD s = hn::Div(one, u);
-    const VD l1p = hn::Add(Log(d, u), hn::Mul(hn::Sub(e, hn::Sub(u, one)), s));
+    // u ∈ [1, 2] (or NaN, which e carries into the correction): Highway's log without the
+    // subnormal and special-value handling.
+    const VD log_u = hwy::HWY_NAMESPACE::impl::Log<DD, VD, /*kAllowSubnormals=*/false>(d, u);
+    const VD l1p = hn::Add(log_u, hn::Mul(hn::Sub(e, hn::Sub(u, one)), s));
     const VD pw_y = hn::Mul(p.pos_weight, y);
     const VD sp_neg = hn::Add(MaxLike(hn::Neg(x), zero), l1p);
     const VD sp_pos = hn::Add(MaxLike(x, zero), l1p);
