@@ -624,6 +624,40 @@ void write_text_atomically(const std::string& path, const std::string& text) {
   }
 }
 
+/// PyTorch eager's forward + backward on the CPU for one case: bench/peers/torch_peers.py in a
+/// child process right after the fused timing, so both run under the same machine load. The
+/// script's records (torch_eager, and its own copy) come back as JSON; an empty array when
+/// python3 or torch is missing or the script fails.
+json torch_peer_records(const BenchCase& c, const BenchSettings& s, int threads) {
+  const char* script_env = std::getenv("FUSEDLOSS_TORCH_PEERS");
+  const char* python_env = std::getenv("FUSEDLOSS_PYTHON");
+  const std::string script = script_env != nullptr ? script_env : FUSEDLOSS_SOURCE_DIR "/bench/peers/torch_peers.py";
+  const std::string python = python_env != nullptr ? python_env : "python3";
+  const std::string out = (std::filesystem::temp_directory_path() /
+                           ("fusedloss-torch-peer-" + std::to_string(static_cast<long>(::getpid())) + ".json"))
+                              .string();
+  std::string cmd = quote_arg(python) + " " + quote_arg(script) + " --device cpu --impl torch_eager" +
+                    " --threads " + std::to_string(threads) + " --loss " + fusedloss::loss_name(c.loss) +
+                    " --dtype " + fusedloss::dtype_name(c.dtype) + (c.rowwise ? " --shapes " : " --sizes ") +
+                    c.shape_text() + " --repeats " + std::to_string(s.repeats) + " --warmup " +
+                    std::to_string(s.warmup) + " --max-time " + std::to_string(s.max_case_seconds) + " --json " +
+                    quote_arg(out) + " >/dev/null 2>&1";
+  json records = json::array();
+  if (std::system(cmd.c_str()) == 0) {
+    std::ifstream f(out);
+    const json doc = json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (doc.is_object() && doc.contains("results") && doc["results"].is_array()) records = doc["results"];
+  }
+  std::remove(out.c_str());
+  return records;
+}
+
+/// The peers' comparison applies to what the script times: default reduction, no weights, a
+/// separate gradient, labels for cross_entropy.
+bool torch_peer_applies(const BenchCase& c) {
+  return !c.weighted && !c.inplace && !c.soft && c.reduction == default_reduction(c.loss);
+}
+
 }  // namespace
 
 int run_bench(const BenchOptions& o, const std::string& command_line) {
@@ -725,6 +759,7 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
     runner = make_cpu_runner(o.threads);
   }
   const BenchDevice device = runner->device();
+  bool peers = !want_cuda && !o.no_peers;  // the PyTorch column of the CPU table
 
   BenchSettings settings;
   if (want_cuda) {
@@ -784,6 +819,7 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
     std::snprintf(buf, sizeof buf, "%-16s %-5s %-14s %10s %9s %9s %6s %11s %8s", "loss", "dtype", "size", "fused ms",
                   "GB/s", "copy GB/s", "ratio", "unfused ms", "speedup");
     header_line = buf;
+    if (peers) header_line += "   torch ms  vs torch";
   }
   std::printf("fusedloss bench on %s (%s%s)\n", device.name.c_str(), device.backend.c_str(),
               device.backend == "cpu" ? (", " + std::to_string(device.threads) + " threads").c_str() : "");
@@ -821,9 +857,30 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
       std::snprintf(unfused_ms, sizeof unfused_ms, "%.4f", r.unfused.median_ms);
       std::snprintf(speedup, sizeof speedup, "%.2fx", r.unfused.median_ms / r.fused.median_ms);
     }
-    std::printf("%-16s %-5s %-14s %10.4f %9.1f %9.1f %6.2f %11s %8s\n", fusedloss::loss_name(c.loss),
+    json peer_records = json::array();
+    char torch_ms[32] = "-", vs_torch[32] = "-";
+    if (peers && torch_peer_applies(c)) {
+      if (tty) std::fprintf(stderr, "\r\033[K%s torch ...", progress);
+      peer_records = torch_peer_records(c, settings, device.threads);
+      if (tty) std::fprintf(stderr, "\r\033[K");
+      if (peer_records.empty()) {
+        std::fprintf(stderr, "fusedloss bench: no PyTorch column: bench/peers/torch_peers.py failed (it needs python3 "
+                             "with torch; FUSEDLOSS_PYTHON picks the interpreter)\n");
+        peers = false;
+      }
+      for (json& rec : peer_records) {
+        if (rec.value("impl", "") != "torch_eager") continue;
+        const double ms = rec.value("median_ms", 0.0);
+        std::snprintf(torch_ms, sizeof torch_ms, "%.4f", ms);
+        std::snprintf(vs_torch, sizeof vs_torch, "%.2fx", ms / r.fused.median_ms);
+        rec["fused_speedup"] = ms / r.fused.median_ms;  // > 1: the fused call is faster
+      }
+    }
+    std::printf("%-16s %-5s %-14s %10.4f %9.1f %9.1f %6.2f %11s %8s", fusedloss::loss_name(c.loss),
                 fusedloss::dtype_name(c.dtype), c.shape_text().c_str(), r.fused.median_ms, fused_bw, copy_bw, ratio,
                 unfused_ms, speedup);
+    if (!want_cuda && !o.no_peers) std::printf(" %10s %9s", torch_ms, vs_torch);
+    std::printf("\n");
     std::fflush(stdout);
     if (r.has_loss_values) {
       const double diff = std::fabs(r.fused_loss - r.unfused_loss);
@@ -864,6 +921,8 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
       doc["results"].push_back(unfused);
     }
     doc["results"].push_back(record("copy", r.copy));
+    for (const json& rec : peer_records)
+      if (rec.value("impl", "") == "torch_eager") doc["results"].push_back(rec);
     if (!o.json.empty()) write_text_atomically(o.json, doc.dump(2) + "\n");
   }
   if (!o.json.empty()) {

@@ -57,6 +57,7 @@ struct BenchOptions {
   bool inplace = false;
   bool soft = false;
   bool no_baseline = false;
+  bool no_peers = false;  ///< CPU: skip the PyTorch eager column (bench/peers/torch_peers.py)
   bool quick = false;
 };
 

@@ -42,6 +42,8 @@ std::int64_t parse_int(const std::string& text, const std::string& what);
 std::int64_t parse_size(const std::string& text, const std::string& what);
 /// Replaces control characters (newlines, tabs) by spaces so a message stays on one line.
 std::string one_line(std::string text);
+/// `a` as one POSIX shell word (quoted only when it needs to be).
+std::string quote_arg(const std::string& a);
 /// "[3, 4]" style rendering of a shape.
 std::string shape_string(const std::vector<std::int64_t>& shape);
 /// Product of the dimensions (1 for a 0-d shape); throws UsageError on overflow.

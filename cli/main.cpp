@@ -21,13 +21,6 @@ namespace {
 
 using namespace fusedloss_cli;
 
-std::string quote_arg(const std::string& a) {
-  if (!a.empty() && a.find_first_of(" \t\n'\"\\$`*?;&|<>()[]{}!#~") == std::string::npos) return a;
-  std::string q = "'";
-  for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 const char* kLossHelp =
     "loss name: mse, mae (l1), rmse, msle, huber, smooth_l1, pseudo_huber, log_cosh, hinge, squared_hinge, bce, "
     "bce_with_logits, cross_entropy, nll, kl_div, kl_div_logits";
@@ -126,6 +119,8 @@ int main(int argc, char** argv) {
   bench->add_flag("--inplace", bench_options.inplace, "write the gradient over the input");
   bench->add_flag("--soft", bench_options.soft, "cross_entropy with soft (dense) targets");
   bench->add_flag("--no-baseline", bench_options.no_baseline, "skip the unfused baseline");
+  bench->add_flag("--no-peers", bench_options.no_peers,
+                  "CPU: skip the PyTorch eager column (bench/peers/torch_peers.py, run when python3 has torch)");
 
   std::string command_line;
   for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + quote_arg(argv[i]);

@@ -1,11 +1,21 @@
 // fusedloss CPU path — the elementwise losses (mse … bce_with_logits).
 //
-// One fused pass per chunk of kChunk elements: load x, y, w as double, evaluate the shared
-// ElementwiseOp<L>::eval<double>, accumulate Σ w·l into the chunk's partial, and write
-// w·dl·scale·grad_scale (the reduction's scale, 1/n for mean, is known up front). The chunk
-// partials are added in chunk order, so the result does not depend on the thread count.
-// rmse needs the total before any gradient: a read-only first pass sums w·r², a second pass
-// writes the gradients (safe with grad == input).
+// One fused pass per chunk of kChunk elements: load x, y, w as double, evaluate the loss, add
+// w·l into the chunk's partial, and write w·dl·scale·grad_scale (the reduction's scale, 1/n for
+// mean, is known up front). The chunk partials are added in chunk order, so the result does not
+// depend on the thread count. rmse needs the total before any gradient: a read-only first pass
+// sums w·r², a second pass writes the gradients (safe with grad == input).
+//
+// The chunk loop runs on SIMD vectors of doubles (Google Highway, compiled for every x86 target
+// and picked at run time): VecOp<L> below is the lane-by-lane twin of the shared scalar
+// ElementwiseOp<L> (same operations in the same order, so the arithmetic-only losses give the
+// same bits; the transcendental ones differ by the vector libm's few double ulps). The last
+// partial vector of a chunk, and the per-column pos_weight of bce_with_logits, use the scalar
+// ElementwiseOp<L>, which stays the one definition of each loss.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/elementwise.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -14,107 +24,302 @@
 
 #include "cpu/load_store.hpp"
 #include "cpu/parallel.hpp"
+#include "cpu/simd-inl.h"
 #include "fusedloss/detail/elementwise_ops.hpp"
+#include "hwy/highway.h"
 #include "src/backend.hpp"
 
+HWY_BEFORE_NAMESPACE();
 namespace fusedloss {
 namespace detail {
-namespace {
+namespace cpu {
+namespace HWY_NAMESPACE {
 
-using cpu::chunk_count;
-using cpu::parallel_for_chunks;
+/// ElementwiseOpParams<double> broadcast to lanes.
+struct VParams {
+  VD delta, beta, pos_weight;
+};
+
+/// The vector twin of ElementwiseOp<L>; kVectorised = false leaves the loss to the scalar loop.
+template <class Op>
+struct VecOp {
+  static constexpr bool kVectorised = false;
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::MSE>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+    const VD r = hn::Sub(x, y);
+    loss = hn::Mul(r, r);
+    dloss = hn::Mul(hn::Set(d, 2.0), r);
+  }
+};
+template <>
+struct VecOp<ElementwiseOp<Loss::RMSE>> : VecOp<ElementwiseOp<Loss::MSE>> {};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::MAE>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+    const VD r = hn::Sub(x, y);
+    loss = hn::Abs(r);
+    dloss = Sign(d, r);
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::MSLE>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+    const VD zero = hn::Zero(d), one = hn::Set(d, 1.0);
+    const VD dl = hn::Sub(Log1p(d, MaxLike(zero, x)), Log1p(d, MaxLike(zero, y)));
+    loss = hn::Mul(dl, dl);
+    dloss = hn::IfThenZeroElse(hn::Le(x, zero), hn::Div(hn::Mul(hn::Set(d, 2.0), dl), hn::Add(one, x)));
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::Huber>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+    const VD r = hn::Sub(x, y);
+    const VD a = hn::Abs(r);
+    const VD c = hn::IfThenElse(hn::Lt(a, p.delta), a, p.delta);
+    loss = hn::Mul(c, hn::Sub(a, hn::Mul(hn::Set(d, 0.5), c)));
+    dloss = hn::Mul(Sign(d, r), c);
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::SmoothL1>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+    const VD half = hn::Set(d, 0.5);
+    const VD r = hn::Sub(x, y);
+    const VD a = hn::Abs(r);
+    const MD quad = hn::Lt(a, p.beta);
+    const VD rb = hn::Div(r, p.beta);  // only kept where a < β (never for β = 0)
+    loss = hn::IfThenElse(quad, hn::Mul(hn::Mul(half, r), rb), hn::Sub(a, hn::Mul(half, p.beta)));
+    dloss = hn::IfThenElse(quad, rb, Sign(d, r));
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::PseudoHuber>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+    const VD one = hn::Set(d, 1.0);
+    const VD r = hn::Sub(x, y);
+    const VD a = hn::Div(r, p.delta);
+    // sqrt(1 + a²) cannot overflow in double here: |r| ≤ 2·FLT_MAX and δ ≥ FLT_MIN bound a² by
+    // 1e154; an infinite a is the saturated case below.
+    const VD h = hn::Sqrt(hn::Add(one, hn::Mul(a, a)));
+    const MD saturated = hn::IsInf(a);
+    const VD q = hn::IfThenElse(saturated, one, hn::Div(hn::Abs(a), hn::Add(h, one)));
+    loss = hn::Mul(hn::Mul(p.delta, q), hn::Abs(r));
+    dloss = hn::Mul(p.delta, hn::IfThenElse(saturated, Sign(d, a), hn::Div(a, h)));
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::LogCosh>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+    const VD one = hn::Set(d, 1.0), two = hn::Set(d, 2.0);
+    const VD r = hn::Sub(x, y);
+    const VD a = hn::Abs(r);
+    const MD small = hn::Lt(a, one);
+    const VD m = Expm1(d, hn::IfThenElseZero(small, a));  // the large lanes take the other branch
+    const VD near = Log1p(d, hn::Div(hn::Mul(m, m), hn::Mul(two, hn::Add(one, m))));
+    const VD far = hn::Sub(hn::Add(a, Log1p(d, ExpNonPositive(d, hn::Mul(hn::Set(d, -2.0), a)))),
+                           hn::Set(d, 0.693147180559945309417232121458176568));
+    loss = hn::IfThenElse(small, near, far);
+    dloss = Tanh(d, r);
+  }
+};
+
+/// ±1 from a label (the scalar `y == y ? 2·(y > 0) − 1 : y`).
+HWY_INLINE VD HingeSign(DD d, VD y) {
+  const VD t = hn::Sub(hn::Mul(hn::Set(d, 2.0), hn::IfThenElseZero(hn::Gt(y, hn::Zero(d)), hn::Set(d, 1.0))),
+                       hn::Set(d, 1.0));
+  return hn::IfThenElse(hn::Eq(y, y), t, y);
+}
+/// max(0, m) with NaN kept and −inf → 0.
+HWY_INLINE VD PositivePart(DD d, VD m) {
+  return hn::IfThenElse(hn::Gt(m, hn::Zero(d)), m, hn::IfThenElse(hn::Eq(m, m), hn::Zero(d), m));
+}
+
+template <>
+struct VecOp<ElementwiseOp<Loss::Hinge>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+    const VD t = HingeSign(d, y);
+    const VD margin = hn::Sub(hn::Set(d, 1.0), hn::Mul(t, x));
+    const VD active = hn::IfThenElseZero(hn::Gt(margin, hn::Zero(d)), hn::Set(d, 1.0));
+    loss = PositivePart(d, margin);
+    dloss = hn::IfThenElse(hn::Eq(margin, margin), hn::Mul(hn::Neg(t), active), margin);
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::SquaredHinge>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+    const VD t = HingeSign(d, y);
+    const VD margin = PositivePart(d, hn::Sub(hn::Set(d, 1.0), hn::Mul(t, x)));
+    loss = hn::Mul(margin, margin);
+    dloss = hn::Mul(hn::Mul(hn::Set(d, -2.0), t), margin);
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::BCE>> {
+  static constexpr bool kVectorised = true;
+  static MD valid(DD d, VD p) { return hn::And(hn::Ge(p, hn::Zero(d)), hn::Le(p, hn::Set(d, 1.0))); }
+  static void eval(DD d, VD p, VD y, const VParams&, VD& loss, VD& dloss) {
+    const VD one = hn::Set(d, 1.0), floor = hn::Set(d, -100.0);
+    const VD log_p = MaxLike(Log(d, p), floor);
+    const VD log_1mp = MaxLike(Log1p(d, hn::Neg(p)), floor);
+    loss = hn::Neg(hn::Add(hn::Mul(y, log_p), hn::Mul(hn::Sub(one, y), log_1mp)));
+    dloss = hn::Div(hn::Sub(p, y), MaxLike(hn::Mul(p, hn::Sub(one, p)), hn::Set(d, 1e-12)));
+  }
+};
+
+template <>
+struct VecOp<ElementwiseOp<Loss::BCEWithLogits>> {
+  static constexpr bool kVectorised = true;
+  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+    // softplus(±x) = max(±x, 0) + log1p(e^{−|x|}) and σ(x) share the one exponential and the one
+    // division: with u = 1 + e and s = 1/u, log1p(e) = log u + (e − (u − 1))·s (the correction
+    // restores the bits of e that 1 + e dropped; exact enough for e < 2^−53 too, where it is e).
+    const VD zero = hn::Zero(d), one = hn::Set(d, 1.0);
+    const VD e = ExpNonPositive(d, hn::Neg(hn::Abs(x)));
+    const VD u = hn::Add(one, e);
+    const VD s = hn::Div(one, u);
+    // u ∈ [1, 2] (or NaN, which e carries into the correction): Highway's log without the
+    // subnormal and special-value handling.
+    const VD log_u = hwy::HWY_NAMESPACE::impl::Log<DD, VD, /*kAllowSubnormals=*/false>(d, u);
+    const VD l1p = hn::Add(log_u, hn::Mul(hn::Sub(e, hn::Sub(u, one)), s));
+    const VD pw_y = hn::Mul(p.pos_weight, y);
+    const VD sp_neg = hn::Add(MaxLike(hn::Neg(x), zero), l1p);
+    const VD sp_pos = hn::Add(MaxLike(x, zero), l1p);
+    loss = hn::Add(hn::Mul(pw_y, sp_neg), hn::Mul(hn::Sub(one, y), sp_pos));
+    const VD sigmoid = hn::IfThenElse(hn::Ge(x, zero), s, hn::Mul(e, s));
+    dloss = hn::Sub(hn::Mul(hn::Sub(hn::Add(pw_y, one), y), sigmoid), pw_y);
+  }
+};
 
 constexpr std::int64_t kChunk = 32768;  // elements per chunk: fixed, so results are thread-count independent
 
 struct ChunkResult {
-  double sum = 0.0;       // Σ w_i·l_i over the chunk, in index order
+  double sum = 0.0;       // Σ w_i·l_i over the chunk
   std::int64_t bad = 0;   // invalid data values in the chunk
 };
 
-/// One pass over every element. `loss_none` (may be null) receives w·l as float32; `grad`
-/// (may be null) receives w·dl·grad_factor in the problem's dtype. Returns false when the
-/// parallel runner failed (cannot happen here: no allocation in the workers).
+/// The chunk [begin, end) on the scalar ElementwiseOp<L> (partial vectors, per-column pos_weight,
+/// losses without a vector twin). Adds to r.
 template <class Op, class IO>
-bool elementwise_pass(const ElementwiseProblem& p, int threads, float* loss_none,
-                      typename IO::storage* grad, double grad_factor, std::vector<ChunkResult>& parts) {
+void scalar_elements(const ElementwiseProblem& p, std::int64_t begin, std::int64_t end, float* loss_none,
+                     typename IO::storage* grad, double grad_factor, ChunkResult& r) {
   using S = typename IO::storage;
   constexpr bool kPerColumn = std::is_same<Op, ElementwiseOp<Loss::BCEWithLogits>>::value;
-  const std::int64_t n = p.n;
   const S* x = static_cast<const S*>(p.input);
   const S* y = static_cast<const S*>(p.target);
   const S* w = static_cast<const S*>(p.weight);
   const float* pos_col = kPerColumn ? p.params.pos_weight_per_column : nullptr;
   const std::int64_t columns = p.params.columns;
-  ElementwiseOpParams<double> base;
-  base.delta = p.params.delta;
-  base.beta = p.params.beta;
-  base.pos_weight = p.params.pos_weight;
+  ElementwiseOpParams<double> op;
+  op.delta = p.params.delta;
+  op.beta = p.params.beta;
+  op.pos_weight = p.params.pos_weight;
+  std::int64_t col = (pos_col != nullptr && columns > 0) ? begin % columns : 0;
+  for (std::int64_t i = begin; i < end; ++i) {
+    const double xi = IO::load(x, i);  // read before grad[i] is written (grad may alias x)
+    const double yi = IO::load(y, i);
+    const double wi = w != nullptr ? IO::load(w, i) : 1.0;
+    if (kPerColumn && pos_col != nullptr) {
+      op.pos_weight = static_cast<double>(pos_col[col]);
+      if (++col == columns) col = 0;
+    }
+    double wl, g;
+    bool valid = true;
+    if constexpr (Op::kHasInvalidInputs) valid = Op::valid(xi);
+    if (valid) {
+      double l, dl;
+      Op::eval(xi, yi, op, l, dl);
+      wl = wi * l;
+      g = wi * dl * grad_factor;
+    } else {
+      ++r.bad;
+      wl = std::numeric_limits<double>::quiet_NaN();
+      g = 0.0;
+    }
+    r.sum += wl;
+    if (loss_none != nullptr) loss_none[i] = static_cast<float>(wl);
+    if (grad != nullptr) IO::store(grad, i, g);
+  }
+}
 
+/// The chunk [begin, end): whole vectors on VecOp<L>, then the rest on the scalar op.
+template <class Op, class IO>
+ChunkResult chunk_elements(const ElementwiseProblem& p, std::int64_t begin, std::int64_t end, float* loss_none,
+                           typename IO::storage* grad, double grad_factor) {
+  using S = typename IO::storage;
+  using V = VecOp<Op>;
+  ChunkResult r;
+  std::int64_t i = begin;
+  if constexpr (V::kVectorised) {
+    const bool per_column = p.loss == Loss::BCEWithLogits && p.params.pos_weight_per_column != nullptr;
+    if (!per_column) {
+      const DD d;
+      const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+      const S* x = static_cast<const S*>(p.input);
+      const S* y = static_cast<const S*>(p.target);
+      const S* w = static_cast<const S*>(p.weight);
+      const VParams op{hn::Set(d, p.params.delta), hn::Set(d, p.params.beta), hn::Set(d, p.params.pos_weight)};
+      const VD factor = hn::Set(d, grad_factor);
+      const VD nan = hn::Set(d, std::numeric_limits<double>::quiet_NaN());
+      VD acc = hn::Zero(d);
+      for (; i + lanes <= end; i += lanes) {
+        const VD xv = VecIo<IO>::Load(d, x + i);
+        const VD yv = VecIo<IO>::Load(d, y + i);
+        VD l, dl;
+        V::eval(d, xv, yv, op, l, dl);
+        if (w != nullptr) {
+          const VD wv = VecIo<IO>::Load(d, w + i);
+          l = hn::Mul(wv, l);
+          dl = hn::Mul(wv, dl);
+        }
+        VD g = hn::Mul(dl, factor);
+        if constexpr (Op::kHasInvalidInputs) {
+          const MD valid = V::valid(d, xv);
+          l = hn::IfThenElse(valid, l, nan);
+          g = hn::IfThenElseZero(valid, g);
+          r.bad += static_cast<std::int64_t>(hn::CountTrue(d, hn::Not(valid)));
+        }
+        acc = hn::Add(acc, l);
+        if (loss_none != nullptr) VecIo<Io<DType::Float32>>::Store(d, loss_none + i, l);
+        if (grad != nullptr) VecIo<IO>::Store(d, grad + i, g);
+      }
+      r.sum = SumLanes(d, acc);
+    }
+  }
+  scalar_elements<Op, IO>(p, i, end, loss_none, grad, grad_factor, r);
+  return r;
+}
+
+/// One pass over every element. `loss_none` (may be null) receives w·l as float32; `grad`
+/// (may be null) receives w·dl·grad_factor in the problem's dtype. Returns false when the
+/// parallel runner failed (cannot happen here: no allocation in the workers).
+template <class Op, class IO>
+bool elementwise_pass(const ElementwiseProblem& p, int threads, float* loss_none, typename IO::storage* grad,
+                      double grad_factor, std::vector<ChunkResult>& parts) {
   return parallel_for_chunks(static_cast<std::int64_t>(parts.size()), threads, [&] {
     return [&](std::int64_t chunk) {
       const std::int64_t begin = chunk * kChunk;
-      const std::int64_t end = begin + kChunk < n ? begin + kChunk : n;
-      ElementwiseOpParams<double> op = base;
-      std::int64_t col = (pos_col != nullptr && columns > 0) ? begin % columns : 0;
-      double acc = 0.0;
-      std::int64_t bad = 0;
-      for (std::int64_t i = begin; i < end; ++i) {
-        const double xi = IO::load(x, i);  // read before grad[i] is written (grad may alias x)
-        const double yi = IO::load(y, i);
-        const double wi = w != nullptr ? IO::load(w, i) : 1.0;
-        if (kPerColumn && pos_col != nullptr) {
-          op.pos_weight = static_cast<double>(pos_col[col]);
-          if (++col == columns) col = 0;
-        }
-        double wl, g;
-        bool valid = true;
-        if constexpr (Op::kHasInvalidInputs) valid = Op::valid(xi);
-        if (valid) {
-          double l, d;
-          Op::eval(xi, yi, op, l, d);
-          wl = wi * l;
-          g = wi * d * grad_factor;
-        } else {
-          ++bad;
-          wl = std::numeric_limits<double>::quiet_NaN();
-          g = 0.0;
-        }
-        acc += wl;
-        if (loss_none != nullptr) loss_none[i] = static_cast<float>(wl);
-        if (grad != nullptr) IO::store(grad, i, g);
-      }
-      parts[static_cast<std::size_t>(chunk)] = ChunkResult{acc, bad};
-    };
-  });
-}
-
-/// rmse's gradient pass: grad_i = w_i·dl_i·factor with dl = 2r (the shared mse derivative).
-template <class IO>
-bool rmse_grad_pass(const ElementwiseProblem& p, int threads, typename IO::storage* grad, double factor,
-                    std::int64_t chunks) {
-  using S = typename IO::storage;
-  using Op = ElementwiseOp<Loss::RMSE>;
-  const std::int64_t n = p.n;
-  const S* x = static_cast<const S*>(p.input);
-  const S* y = static_cast<const S*>(p.target);
-  const S* w = static_cast<const S*>(p.weight);
-  const ElementwiseOpParams<double> op{};
-  return parallel_for_chunks(chunks, threads, [&] {
-    return [&](std::int64_t chunk) {
-      const std::int64_t begin = chunk * kChunk;
-      const std::int64_t end = begin + kChunk < n ? begin + kChunk : n;
-      for (std::int64_t i = begin; i < end; ++i) {
-        if (factor == 0.0) {  // L == 0 (or infinite): the gradient is defined as 0
-          IO::store(grad, i, 0.0);
-          continue;
-        }
-        const double xi = IO::load(x, i);
-        const double yi = IO::load(y, i);
-        const double wi = w != nullptr ? IO::load(w, i) : 1.0;
-        double l, d;
-        Op::eval(xi, yi, op, l, d);
-        IO::store(grad, i, wi * d * factor);
-      }
+      const std::int64_t end = begin + kChunk < p.n ? begin + kChunk : p.n;
+      parts[static_cast<std::size_t>(chunk)] = chunk_elements<Op, IO>(p, begin, end, loss_none, grad, grad_factor);
     };
   });
 }
@@ -123,8 +328,7 @@ template <class Op, class IO>
 Status run_elementwise(const ElementwiseProblem& p, const LossOutputs& out, int threads) {
   using S = typename IO::storage;
   const std::int64_t n = p.n;
-  const std::int64_t chunks = chunk_count(n, kChunk);
-  std::vector<ChunkResult> parts(static_cast<std::size_t>(chunks));
+  std::vector<ChunkResult> parts(static_cast<std::size_t>(chunk_count(n, kChunk)));
   S* grad = static_cast<S*>(out.grad);
   const bool is_rmse = p.loss == Loss::RMSE;
 
@@ -151,10 +355,20 @@ Status run_elementwise(const ElementwiseProblem& p, const LossOutputs& out, int 
     const double L = std::sqrt(total / static_cast<double>(n));
     out.loss[0] = static_cast<float>(L);
     if (grad != nullptr && n > 0) {
-      const double denom = 2.0 * static_cast<double>(n) * L;
-      double factor = 0.0;
-      if (L != 0.0) factor = p.grad_scale / denom;  // NaN L (NaN data) propagates as NaN
-      if (!rmse_grad_pass<IO>(p, threads, grad, factor, chunks)) return Status::OutOfMemory;
+      bool written;
+      if (L != 0.0) {  // NaN L (NaN data) propagates as NaN
+        std::vector<ChunkResult> unused(parts.size());
+        written = elementwise_pass<Op, IO>(p, threads, nullptr, grad, p.grad_scale / (2.0 * static_cast<double>(n) * L),
+                                           unused);
+      } else {  // L == 0: the gradient is defined as 0 (w·2r·0 could be NaN for infinite data)
+        written = parallel_for_chunks(static_cast<std::int64_t>(parts.size()), threads, [&] {
+          return [&](std::int64_t chunk) {
+            const std::int64_t begin = chunk * kChunk, end = begin + kChunk < n ? begin + kChunk : n;
+            for (std::int64_t i = begin; i < end; ++i) IO::store(grad, i, 0.0);
+          };
+        });
+      }
+      if (!written) return Status::OutOfMemory;
     }
   } else if (p.reduction == Reduction::Sum) {
     out.loss[0] = static_cast<float>(total);
@@ -166,18 +380,34 @@ Status run_elementwise(const ElementwiseProblem& p, const LossOutputs& out, int 
   return bad > 0 ? Status::InvalidValue : Status::Success;
 }
 
-}  // namespace
+/// This target's entry point (see cpu_compute below).
+Status ComputeElementwise(const ElementwiseProblem& problem, const LossOutputs& outputs, int threads) {
+  Status status = Status::InvalidArgument;  // an unknown loss or dtype (validate() never passes one)
+  visit_value_dtype(problem.dtype, [&](auto io) {
+    using IO = decltype(io);
+    visit_elementwise_op(problem.loss, [&](auto op) {
+      status = run_elementwise<decltype(op), IO>(problem, outputs, threads < 1 ? 1 : threads);
+    });
+  });
+  return status;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace detail
+}  // namespace fusedloss
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace fusedloss {
+namespace detail {
+namespace cpu {
+HWY_EXPORT(ComputeElementwise);
+}  // namespace cpu
 
 Status cpu_compute(const ElementwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept {
   try {
-    Status status = Status::InvalidArgument;  // an unknown loss or dtype (validate() never passes one)
-    cpu::visit_value_dtype(problem.dtype, [&](auto io) {
-      using IO = decltype(io);
-      visit_elementwise_op(problem.loss, [&](auto op) {
-        status = run_elementwise<decltype(op), IO>(problem, outputs, threads < 1 ? 1 : threads);
-      });
-    });
-    return status;
+    return HWY_DYNAMIC_DISPATCH(cpu::ComputeElementwise)(problem, outputs, threads);
   } catch (...) {
     return Status::OutOfMemory;  // std::bad_alloc for the partials: host memory exhausted
   }
@@ -185,3 +415,4 @@ Status cpu_compute(const ElementwiseProblem& problem, const LossOutputs& outputs
 
 }  // namespace detail
 }  // namespace fusedloss
+#endif  // HWY_ONCE

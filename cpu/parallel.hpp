@@ -6,13 +6,19 @@
 // handed out dynamically through an atomic counter) therefore never changes a result, and
 // neither does the number of threads.
 //
-// No global state: every call creates its workers and joins them before returning. Never
-// throws: a thread that cannot be created (std::system_error) just means fewer workers — the
-// calling thread always participates and drains every chunk that is left.
+// No global state: every call starts its helper threads, and returns once every chunk has run
+// and no helper is still inside the call. A helper the OS has not scheduled by then (a busy
+// machine) is not waited for: it finds the call closed and exits without touching it, so a
+// call never idles for a scheduler tick. Never throws: a thread that cannot be created
+// (std::system_error) just means fewer workers — the calling thread always participates and
+// drains every chunk that is left.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -37,6 +43,14 @@ inline std::int64_t chunk_count(std::int64_t count, std::int64_t chunk) {
 template <class MakeWorker>
 bool parallel_for_chunks(std::int64_t chunks, int threads, const MakeWorker& make_worker) noexcept {
   if (chunks <= 0) return true;
+  // What a late helper may still touch after the call returned lives here, shared with it.
+  struct Shared {
+    std::atomic<bool> closed{false};
+    std::atomic<int> inside{0};  // helpers between entering and leaving the call
+    std::mutex m;
+    std::condition_variable left;
+  };
+  std::shared_ptr<Shared> shared;
   std::atomic<std::int64_t> next{0};
   std::atomic<bool> failed{false};
   auto drain = [&]() noexcept {
@@ -54,17 +68,31 @@ bool parallel_for_chunks(std::int64_t chunks, int threads, const MakeWorker& mak
   };
 
   const std::int64_t wanted = std::min<std::int64_t>(std::max(threads, 1), chunks);
-  std::vector<std::thread> pool;
   if (wanted > 1) {
     try {
-      pool.reserve(static_cast<std::size_t>(wanted - 1));
-      for (std::int64_t t = 1; t < wanted; ++t) pool.emplace_back(drain);
+      shared = std::make_shared<Shared>();
+      for (std::int64_t t = 1; t < wanted; ++t) {
+        std::thread([shared, &drain] {
+          // Enter, then look again: a helper that enters after the call closed leaves untouched.
+          shared->inside.fetch_add(1);
+          if (!shared->closed.load()) drain();
+          std::lock_guard<std::mutex> lock(shared->m);
+          shared->inside.fetch_sub(1);
+          shared->left.notify_all();
+        }).detach();
+      }
     } catch (...) {
       // std::system_error (no more threads) or std::bad_alloc: carry on with the workers we have.
     }
   }
   drain();
-  for (std::thread& t : pool) t.join();  // join() synchronises: the workers' writes are visible
+  if (shared != nullptr) {
+    // Close the call, then wait for the helpers that entered before it closed (the mutex makes
+    // their writes visible here).
+    shared->closed.store(true);
+    std::unique_lock<std::mutex> lock(shared->m);
+    shared->left.wait(lock, [&] { return shared->inside.load() == 0; });
+  }
   return !failed.load(std::memory_order_relaxed);
 }
 

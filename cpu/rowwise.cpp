@@ -7,23 +7,28 @@
 // scratch before its gradient row is written, which makes grad == input (in place) safe.
 // The mean divisor of cross_entropy / nll (Σ w[y_n] over valid, non-ignored rows) and the count
 // of bad labels come from a cheap sequential pass over the labels before any gradient is written.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/rowwise.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/load_store.hpp"
 #include "cpu/parallel.hpp"
+#include "cpu/simd-inl.h"
 #include "fusedloss/detail/rowwise_ops.hpp"
+#include "hwy/highway.h"
 #include "src/backend.hpp"
 
+HWY_BEFORE_NAMESPACE();
 namespace fusedloss {
 namespace detail {
-namespace {
-
-using cpu::chunk_count;
-using cpu::load_label;
-using cpu::parallel_for_chunks;
+namespace cpu {
+namespace HWY_NAMESPACE {
 
 constexpr std::int64_t kChunkElements = 32768;  // rows per chunk = max(1, this / C): fixed by the problem
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -54,14 +59,86 @@ inline double sum_in_order(const std::vector<double>& parts) {
   return total;
 }
 
+/// A row of doubles held in scratch.
+struct ScratchRow {
+  const double* z;
+  VD load(DD d, std::int64_t c) const { return hn::LoadU(d, z + c); }
+  double operator[](std::int64_t c) const { return z[c]; }
+};
+/// A row read straight from the input in its dtype (no softcap): no scratch copy of the logits,
+/// and the row is still in cache for the later reads.
+template <class IO>
+struct InputRow {
+  const typename IO::storage* x;
+  VD load(DD d, std::int64_t c) const { return VecIo<IO>::Load(d, x + c); }
+  double operator[](std::int64_t c) const { return IO::load(x, c); }
+};
+
+/// The row maximum in the scalar's sense (`z > m ? z : m`, so NaN entries are skipped), over
+/// vectors of four running maxima (one would make each compare wait for the previous one).
+template <class D, class LoadV, class Load>
+double row_max(D d, std::int64_t C, const LoadV& load_v, const Load& load) {
+  using V = hn::Vec<D>;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const auto max_like = [](V a, V b) { return hn::IfThenElse(hn::Gt(a, b), a, b); };
+  V m0 = hn::Set(d, -std::numeric_limits<hn::TFromD<D>>::infinity()), m1 = m0, m2 = m0, m3 = m0;
+  std::int64_t c = 0;
+  for (; c + 4 * lanes <= C; c += 4 * lanes) {
+    m0 = max_like(load_v(c), m0);
+    m1 = max_like(load_v(c + lanes), m1);
+    m2 = max_like(load_v(c + 2 * lanes), m2);
+    m3 = max_like(load_v(c + 3 * lanes), m3);
+  }
+  for (; c + lanes <= C; c += lanes) m0 = max_like(load_v(c), m0);
+  HWY_ALIGN hn::TFromD<D> lane_max[hn::MaxLanes(D())];
+  hn::Store(max_like(max_like(m0, m1), max_like(m2, m3)), d, lane_max);
+  double m = -kInf;
+  for (std::int64_t k = 0; k < lanes; ++k) m = lane_max[k] > m ? static_cast<double>(lane_max[k]) : m;
+  for (; c < C; ++c) m = load(c) > m ? load(c) : m;
+  return m;
+}
+double row_max(const ScratchRow& z, std::int64_t C) {
+  return row_max(DD(), C, [&](std::int64_t c) { return z.load(DD(), c); }, [&](std::int64_t c) { return z[c]; });
+}
+/// f32 and bf16 rows: the maximum of the stored values is the maximum of their doubles, so it is
+/// taken on float lanes (twice as many per vector, no conversion to double).
+template <class IO>
+double row_max(const InputRow<IO>& z, std::int64_t C) {
+  const auto scalar = [&](std::int64_t c) { return z[c]; };
+  if constexpr (std::is_same<IO, Io<DType::Float32>>::value) {
+    const hn::ScalableTag<float> df;
+    return row_max(df, C, [&](std::int64_t c) { return hn::LoadU(df, z.x + c); }, scalar);
+  } else if constexpr (std::is_same<IO, Io<DType::BFloat16>>::value) {
+    const hn::ScalableTag<float> df;
+    const hn::Rebind<std::uint16_t, decltype(df)> d16;
+    const hn::RebindToUnsigned<decltype(df)> du;
+    return row_max(df, C, [&](std::int64_t c) {
+      return hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, z.x + c))));
+    }, scalar);
+  } else {
+    return row_max(DD(), C, [&](std::int64_t c) { return z.load(DD(), c); }, scalar);
+  }
+}
+
 /// Max-shifted logsumexp of z[0..C): fills e[c] = exp(z[c] − max) and *sum_e = Σ e. A row whose max
 /// is infinite gives −inf (all −inf) or +inf (a +inf entry), NaN when it also holds a NaN.
-inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* sum_e) {
-  double m = -kInf;
-  for (std::int64_t c = 0; c < C; ++c) m = z[c] > m ? z[c] : m;  // NaN entries are skipped here ...
-  double s = 0.0;
-  for (std::int64_t c = 0; c < C; ++c) {
-    e[c] = std::exp(z[c] - m);  // ... and reach the sum (NaN) when m is finite
+/// Vector lanes first, the last partial vector scalar; the lanes are combined in a fixed order.
+template <class Row>
+double row_logsumexp(const Row& z, std::int64_t C, double* e, double* sum_e) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const std::int64_t whole = C - C % lanes;
+  const double m = row_max(z, C);  // NaN entries are skipped here ...
+  const VD mb = hn::Set(d, m);
+  VD sv = hn::Zero(d);
+  for (std::int64_t c = 0; c < whole; c += lanes) {
+    const VD ev = ExpNonPositive(d, hn::Sub(z.load(d, c), mb));  // ... and reach the sum (NaN) when m is finite
+    hn::StoreU(ev, d, e + c);
+    sv = hn::Add(sv, ev);
+  }
+  double s = SumLanes(d, sv);
+  for (std::int64_t c = whole; c < C; ++c) {
+    e[c] = std::exp(z[c] - m);
     s += e[c];
   }
   *sum_e = s;
@@ -71,6 +148,51 @@ inline double row_logsumexp(const double* z, std::int64_t C, double* e, double* 
     return m;
   }
   return m + std::log(s);
+}
+
+/// z[c] = softcap(x[c]) as double for a row of C values.
+template <class IO>
+void load_row(const typename IO::storage* x, std::int64_t C, double cap, double* z) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  std::int64_t c = 0;
+  if (cap > 0.0) {
+    const VD k = hn::Set(d, cap);
+    for (; c + lanes <= C; c += lanes) hn::StoreU(hn::Mul(k, Tanh(d, hn::Div(VecIo<IO>::Load(d, x + c), k))), d, z + c);
+  } else {
+    for (; c + lanes <= C; c += lanes) hn::StoreU(VecIo<IO>::Load(d, x + c), d, z + c);
+  }
+  for (; c < C; ++c) z[c] = softcap_value(IO::load(x, c), cap);
+}
+
+/// A gradient row on whole vectors: gr[c] = g_c·softcap'(z_c)·factor with g = grad_v(c) (the scalar
+/// loops' operations in their order). Returns the first column left for the scalar tail.
+template <class IO, class G>
+std::int64_t store_grad_row(typename IO::storage* gr, std::int64_t C, const double* z, double cap, double factor,
+                            const G& grad_v) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const VD capv = hn::Set(d, cap), one = hn::Set(d, 1.0), fv = hn::Set(d, factor);
+  std::int64_t c = 0;
+  for (; c + lanes <= C; c += lanes) {
+    VD g = grad_v(d, c);
+    if (cap > 0.0) {
+      const VD t = hn::Div(hn::LoadU(d, z + c), capv);
+      g = hn::Mul(g, hn::Sub(one, hn::Mul(t, t)));
+    }
+    VecIo<IO>::Store(d, gr + c, hn::Mul(g, fv));
+  }
+  return c;
+}
+
+/// gr[0..C) = 0.
+template <class IO>
+void store_zero_row(typename IO::storage* gr, std::int64_t C) {
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  std::int64_t c = 0;
+  for (; c + lanes <= C; c += lanes) VecIo<IO>::Store(d, gr + c, hn::Zero(d));
+  for (; c < C; ++c) IO::store(gr, c, 0.0);
 }
 
 inline double class_weight_at(const float* class_weight, std::int64_t c) {
@@ -162,12 +284,15 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
 
   return reduce_rows(p, out, threads, scale.stats.weight_sum, scale.stats.bad, [&] {
-    return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
+    return [&, z = std::vector<double>(static_cast<std::size_t>(cap > 0.0 ? C : 0)),
             e = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
+      // Without softcap the logits are read in place (before any gradient of the row is written).
       const S* xr = x + n * stride;
-      for (std::int64_t c = 0; c < C; ++c) z[c] = softcap_value(IO::load(xr, c), cap);
+      if (cap > 0.0) load_row<IO>(xr, C, cap, z.data());
+      const auto logit = [&](std::int64_t c) { return cap > 0.0 ? z[c] : IO::load(xr, c); };
       double sum_e;
-      const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
+      const double lse = cap > 0.0 ? row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e)
+                                   : row_logsumexp(InputRow<IO>{xr}, C, e.data(), &sum_e);
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
 
       const std::int64_t y = load_label(p.labels, p.label_dtype, n);
@@ -182,28 +307,39 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
           for (std::int64_t c = 0; c < C; ++c) {
             // A zero-weight class (e.g. padded vocabulary at −inf) contributes exactly 0.
             const double wc = class_weight_at(cw, c);
-            if (wc != 0.0) sum_wz += wc * z[c];
+            if (wc != 0.0) sum_wz += wc * logit(c);
           }
         }
-        loss = sparse_ce_row_loss(lse, z[y], w_y, W, sum_wz, eps, inv_c, zl);
+        loss = sparse_ce_row_loss(lse, logit(y), w_y, W, sum_wz, eps, inv_c, zl);
       }
       if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
 
       if (grad != nullptr) {
         S* gr = grad + n * stride;
         if (!valid || zero_grad || sparse_ce_grad_is_zero(w_y, eps, zl)) {
-          for (std::int64_t c = 0; c < C; ++c) IO::store(gr, c, 0.0);
+          store_zero_row<IO>(gr, C);
         } else {
           const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
           // p_c·a = e_c·(a / Σe); a +inf logit makes Σe = NaN (inf/inf), so the row is NaN throughout.
           const double a = k.a / sum_e;
-          for (std::int64_t c = 0; c < C; ++c) {
+          auto grad_at = [&](std::int64_t c) {
             double g = e[c] * a;
             if (c == y) g -= k.b;
             if (k.e > 0.0) g -= k.e * class_weight_at(cw, c);
             if (cap > 0.0) g *= softcap_derivative(z[c], cap);
-            IO::store(gr, c, g * factor);
-          }
+            return g * factor;
+          };
+          // The same operations on whole vectors (the target column is redone by grad_at after).
+          std::int64_t c = store_grad_row<IO>(gr, C, z.data(), cap, factor, [&](DD d, std::int64_t c0) {
+            VD g = hn::Mul(hn::LoadU(d, e.data() + c0), hn::Set(d, a));
+            if (k.e > 0.0) {
+              const VD wc = cw != nullptr ? hn::PromoteTo(d, hn::LoadU(DF(), cw + c0)) : hn::Set(d, 1.0);
+              g = hn::Sub(g, hn::Mul(hn::Set(d, k.e), wc));
+            }
+            return g;
+          });
+          for (; c < C; ++c) IO::store(gr, c, grad_at(c));
+          IO::store(gr, y, grad_at(y));
         }
       }
       return ignored ? 0.0 : loss;
@@ -230,11 +366,10 @@ Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int t
     return [&, z = std::vector<double>(static_cast<std::size_t>(C)),
             e = std::vector<double>(static_cast<std::size_t>(C)),
             wt = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
-      const S* xr = x + n * stride;
       const S* tr = t + n * stride;
-      for (std::int64_t c = 0; c < C; ++c) z[c] = softcap_value(IO::load(xr, c), cap);
+      load_row<IO>(x + n * stride, C, cap, z.data());
       double sum_e;
-      const double lse = row_logsumexp(z.data(), C, e.data(), &sum_e);
+      const double lse = row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e);
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
 
       // ℓ = Σ_c w_c t'_c·(lse − z_c) + s·lse²  (= S·lse − Σ w_c t'_c z_c + s·lse²); zero terms skipped.
@@ -251,7 +386,10 @@ Status cross_entropy_soft(const RowwiseProblem& p, const LossOutputs& out, int t
         // ∂ℓ/∂z_c = p_c·(S + 2·s·lse) − w_c t'_c, chained through the softcap.
         S* gr = grad + n * stride;
         const double a = (S_wt + (zl > 0.0 ? 2.0 * zl * lse : 0.0)) / sum_e;
-        for (std::int64_t c = 0; c < C; ++c) {
+        std::int64_t c = store_grad_row<IO>(gr, C, z.data(), cap, factor, [&](DD d, std::int64_t c0) {
+          return hn::Sub(hn::Mul(hn::LoadU(d, e.data() + c0), hn::Set(d, a)), hn::LoadU(d, wt.data() + c0));
+        });
+        for (; c < C; ++c) {
           double g = e[c] * a - wt[c];
           if (cap > 0.0) g *= softcap_derivative(z[c], cap);
           IO::store(gr, c, g * factor);
@@ -292,7 +430,7 @@ Status nll(const RowwiseProblem& p, const LossOutputs& out, int threads) {
       if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
       if (grad != nullptr) {
         S* gr = grad + n * stride;
-        for (std::int64_t c = 0; c < C; ++c) IO::store(gr, c, 0.0);
+        store_zero_row<IO>(gr, C);
         if (valid && !zero_grad) IO::store(gr, y, -w_y * factor);
       }
       return ignored ? 0.0 : loss;
@@ -318,8 +456,23 @@ Status kl_div(const RowwiseProblem& p, const LossOutputs& out, int threads) {
       const S* qr = q + n * stride;
       const S* tr = t + n * stride;
       S* gr = grad != nullptr ? grad + n * stride : nullptr;
-      double acc = 0.0;
-      for (std::int64_t c = 0; c < C; ++c) {
+      // kl_div_element on whole vectors, then the scalar definition for the rest of the row.
+      const DD d;
+      const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+      const VD fv = hn::Set(d, factor);
+      VD accv = hn::Zero(d);
+      std::int64_t c = 0;
+      for (; c + lanes <= C; c += lanes) {
+        const VD qv = VecIo<IO>::Load(d, qr + c), tv = VecIo<IO>::Load(d, tr + c);
+        const VD pv = log_target ? Exp(d, tv) : tv;
+        const VD log_p = log_target ? tv : Log(d, tv);
+        const VD l = hn::IfThenZeroElse(hn::Eq(pv, hn::Zero(d)), hn::Mul(pv, hn::Sub(log_p, qv)));
+        accv = hn::Add(accv, l);
+        if (loss_none != nullptr) VecIo<Io<DType::Float32>>::Store(d, loss_none + n * C + c, l);
+        if (gr != nullptr) VecIo<IO>::Store(d, gr + c, hn::Mul(hn::Neg(pv), fv));
+      }
+      double acc = SumLanes(d, accv);
+      for (; c < C; ++c) {
         double dq;
         const double l = kl_div_element(IO::load(qr, c), IO::load(tr, c), log_target, dq);
         acc += l;
@@ -353,17 +506,36 @@ Status kl_div_logits(const RowwiseProblem& p, const LossOutputs& out, int thread
             eb = std::vector<double>(Cs)](std::int64_t n) mutable -> double {
       const S* sr = student + n * stride;
       const S* ur = teacher + n * stride;
-      for (std::int64_t c = 0; c < C; ++c) {
+      const DD d;
+      const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+      const VD inv_tv = hn::Set(d, inv_t);
+      std::int64_t c0 = 0;
+      for (; c0 + lanes <= C; c0 += lanes) {
+        hn::StoreU(hn::Mul(VecIo<IO>::Load(d, ur + c0), inv_tv), d, a.data() + c0);
+        hn::StoreU(hn::Mul(VecIo<IO>::Load(d, sr + c0), inv_tv), d, b.data() + c0);
+      }
+      for (std::int64_t c = c0; c < C; ++c) {
         a[c] = IO::load(ur, c) * inv_t;
         b[c] = IO::load(sr, c) * inv_t;
       }
       double sum_a, sum_b;
-      const double lse_a = row_logsumexp(a.data(), C, ea.data(), &sum_a);
-      const double lse_b = row_logsumexp(b.data(), C, eb.data(), &sum_b);
+      const double lse_a = row_logsumexp(ScratchRow{a.data()}, C, ea.data(), &sum_a);
+      const double lse_b = row_logsumexp(ScratchRow{b.data()}, C, eb.data(), &sum_b);
       const double inv_sa = 1.0 / sum_a, inv_sb = 1.0 / sum_b;
-      double acc = 0.0;
       S* gr = grad != nullptr ? grad + n * stride : nullptr;
-      for (std::int64_t c = 0; c < C; ++c) {
+      // The loop below on whole vectors first (a p_c = 0 term adds exactly 0).
+      const VD isa = hn::Set(d, inv_sa), isb = hn::Set(d, inv_sb), la = hn::Set(d, lse_a), lb = hn::Set(d, lse_b);
+      const VD gf = hn::Set(d, gfactor);
+      VD accv = hn::Zero(d);
+      std::int64_t c = 0;
+      for (; c + lanes <= C; c += lanes) {
+        const VD pc = hn::Mul(hn::LoadU(d, ea.data() + c), isa), qc = hn::Mul(hn::LoadU(d, eb.data() + c), isb);
+        const VD term = hn::Mul(pc, hn::Sub(hn::Sub(hn::LoadU(d, a.data() + c), la), hn::Sub(hn::LoadU(d, b.data() + c), lb)));
+        accv = hn::Add(accv, hn::IfThenZeroElse(hn::Eq(pc, hn::Zero(d)), term));
+        if (gr != nullptr) VecIo<IO>::Store(d, gr + c, hn::Mul(hn::Sub(qc, pc), gf));
+      }
+      double acc = SumLanes(d, accv);
+      for (; c < C; ++c) {
         const double pc = ea[c] * inv_sa, qc = eb[c] * inv_sb;
         if (pc != 0.0) acc += pc * ((a[c] - lse_a) - (b[c] - lse_b));
         if (gr != nullptr) IO::store(gr, c, (qc - pc) * gfactor);
@@ -387,15 +559,31 @@ Status run_rowwise(const RowwiseProblem& p, const LossOutputs& out, int threads)
   }
 }
 
-}  // namespace
+/// This target's entry point (see cpu_compute below).
+Status ComputeRowwise(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) {
+  Status status = Status::InvalidArgument;  // unknown dtype (validate() never passes one)
+  visit_value_dtype(problem.dtype, [&](auto io) {
+    status = run_rowwise<decltype(io)>(problem, outputs, threads < 1 ? 1 : threads);
+  });
+  return status;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace detail
+}  // namespace fusedloss
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace fusedloss {
+namespace detail {
+namespace cpu {
+HWY_EXPORT(ComputeRowwise);
+}  // namespace cpu
 
 Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept {
   try {
-    Status status = Status::InvalidArgument;  // unknown dtype (validate() never passes one)
-    cpu::visit_value_dtype(problem.dtype, [&](auto io) {
-      status = run_rowwise<decltype(io)>(problem, outputs, threads < 1 ? 1 : threads);
-    });
-    return status;
+    return HWY_DYNAMIC_DISPATCH(cpu::ComputeRowwise)(problem, outputs, threads);
   } catch (...) {
     return Status::OutOfMemory;  // std::bad_alloc for the partials: host memory exhausted
   }
@@ -403,3 +591,4 @@ Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, in
 
 }  // namespace detail
 }  // namespace fusedloss
+#endif  // HWY_ONCE

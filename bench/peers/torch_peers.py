@@ -2,7 +2,9 @@
 """Time PyTorch (eager and torch.compile) and, when importable, Liger-Kernel on the losses and shapes
 of `fusedloss bench`, forward + backward, and write JSON in the same schema ("fusedloss-bench/1").
 
-Run it on the GPU machine next to `fusedloss bench` so the ratios come from one device and one run:
+On the CPU (`--device cpu --threads N`), `fusedloss bench --device cpu` runs it for each case and
+shows the result as its `torch ms` column. On the GPU machine run it next to `fusedloss bench` so
+the ratios come from one device and one run:
 
   build/fusedloss bench --json bench/results/h100.json --commit "$(git rev-parse HEAD)"
   python3 bench/peers/torch_peers.py --json bench/results/h100-torch.json --commit "$(git rev-parse HEAD)"
@@ -20,6 +22,8 @@ Method (the same as fusedloss bench, so the numbers compare):
   * before each batch of timed calls the GPU is held with torch.cuda._sleep so the host can enqueue
     ahead: events then measure device time, not Python/launch overhead (as fusedloss bench does);
   * the same run's device-to-device copy (Tensor.copy_) of bytes/2 gives the copy ceiling.
+On the CPU each call is timed on its own with time.perf_counter, buffer sets rotate until twice the
+last-level cache is touched (as fusedloss bench does), and torch uses --threads intra-op threads.
 """
 import argparse
 import datetime
@@ -164,6 +168,58 @@ def make_inputs(torch, loss, dtype, shape, seed, device):
     return x, y
 
 
+def summary(samples):
+    samples.sort()
+    return {"median_ms": statistics.median(samples), "min_ms": samples[0], "mean_ms": statistics.fmean(samples),
+            "max_ms": samples[-1], "samples": len(samples)}
+
+
+class CpuTimer:
+    """fusedloss bench's CPU timer: warm-up calls, then one perf_counter pair per call."""
+
+    def __init__(self, repeats, warmup, max_seconds):
+        self.repeats, self.warmup, self.max_seconds = repeats, warmup, max_seconds
+
+    def time(self, once):
+        for i in range(self.warmup):
+            once(i)
+        samples = []
+        start = time.perf_counter()
+        for i in range(max(1, self.repeats)):
+            t0 = time.perf_counter()
+            once(self.warmup + i)
+            t1 = time.perf_counter()
+            samples.append((t1 - t0) * 1e3)
+            if len(samples) >= 3 and t1 - start > self.max_seconds:
+                break
+        return summary(samples)
+
+
+def cpu_cache_bytes():
+    """The largest cache of cpu0 (the last level), as fusedloss bench reads it."""
+    best = 0
+    for i in range(8):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/index{i}/size", encoding="utf-8") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        best = max(best, int(text[:-1] if mult != 1 else text) * mult)
+    return best
+
+
+def cpu_model_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
 class Timer:
     def __init__(self, torch, repeats, warmup, max_seconds, hold):
         self.torch, self.repeats, self.warmup, self.max_seconds, self.hold = torch, repeats, warmup, max_seconds, hold
@@ -199,9 +255,7 @@ class Timer:
                 stops[k].record()
             torch.cuda.synchronize()
             samples += [s.elapsed_time(e) for s, e in zip(starts, stops)]
-        samples.sort()
-        return {"median_ms": statistics.median(samples), "min_ms": samples[0], "mean_ms": statistics.fmean(samples),
-                "max_ms": samples[-1], "samples": len(samples)}
+        return summary(samples)
 
 
 def main(argv=None):
@@ -210,9 +264,11 @@ def main(argv=None):
     ap.add_argument("--dtype", default="f32,bf16", help="comma list of f32, f16, bf16")
     ap.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help="elementwise sizes (2^20, 1M, 1048576)")
     ap.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help="row-wise N x C shapes")
-    ap.add_argument("--repeats", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--max-time", type=float, default=2.0, help="seconds of timed calls per measurement")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--threads", type=int, default=0, help="CPU: torch intra-op threads (0: torch's default)")
+    ap.add_argument("--repeats", type=int, help="timed calls per measurement (default GPU 50, CPU 15)")
+    ap.add_argument("--warmup", type=int, help="untimed calls first (default GPU 5, CPU 1)")
+    ap.add_argument("--max-time", type=float, help="seconds of timed calls per measurement (default GPU 2, CPU 0.4)")
     ap.add_argument("--impl", default="torch_eager,torch_compile,liger",
                     help="comma list of torch_eager, torch_compile, liger")
     ap.add_argument("--json", help="write the results here")
@@ -224,9 +280,18 @@ def main(argv=None):
         import torch.nn.functional as F
     except ImportError:
         sys.exit("torch_peers.py: error: PyTorch is not installed")
-    if not torch.cuda.is_available():
+    on_cpu = args.device == "cpu"
+    if not on_cpu and not torch.cuda.is_available():
         print("torch_peers.py: no CUDA device is available", file=sys.stderr)
         return 3
+    if args.repeats is None:
+        args.repeats = 15 if on_cpu else 50
+    if args.warmup is None:
+        args.warmup = 1 if on_cpu else 5
+    if args.max_time is None:
+        args.max_time = 0.4 if on_cpu else 2.0
+    if on_cpu and args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     losses = ELEMENTWISE + ROWWISE if args.loss == "all" else args.loss.split(",")
     for loss in losses:
@@ -241,25 +306,34 @@ def main(argv=None):
     impls = args.impl.split(",")
     torch_dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
-    device = torch.device("cuda")
-    props = torch.cuda.get_device_properties(device)
-    l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
-    rotate_bytes = 4.0 * l2
-    hold = getattr(torch.cuda, "_sleep", None)
-    timer = Timer(torch, args.repeats, args.warmup, args.max_time, hold)
+    if on_cpu:
+        device = torch.device("cpu")
+        rotate_bytes = 2.0 * max(cpu_cache_bytes(), 16 << 20)
+        timer = CpuTimer(args.repeats, args.warmup, args.max_time)
+    else:
+        device = torch.device("cuda")
+        props = torch.cuda.get_device_properties(device)
+        l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
+        rotate_bytes = 4.0 * l2
+        hold = getattr(torch.cuda, "_sleep", None)
+        timer = Timer(torch, args.repeats, args.warmup, args.max_time, hold)
     fns = loss_functions(torch, F)
     liger = liger_functions() if "liger" in impls else {}
     if "torch_compile" in impls:
         import torch._dynamo
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
 
-    versions = {"torch_version": torch.__version__, "runtime_version": torch.version.cuda}
+    versions = {"torch_version": torch.__version__}
+    if not on_cpu:
+        versions["runtime_version"] = torch.version.cuda
     try:
         import triton
         versions["triton_version"] = triton.__version__
     except Exception:  # noqa: BLE001
         pass
     try:
+        if on_cpu:
+            raise RuntimeError("no GPU driver on the CPU path")
         import subprocess
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", "0"],
                              capture_output=True, text=True, timeout=20, check=True)
@@ -277,13 +351,16 @@ def main(argv=None):
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
         "commit": args.commit,
-        "device": {"backend": "cuda", "name": props.name,
-                   "compute_capability": f"{props.major}.{props.minor}",
-                   "sm_count": props.multi_processor_count, "memory_bytes": props.total_memory, "l2_bytes": l2,
-                   **versions},
+        "device": ({"backend": "cpu", "name": cpu_model_name(), "threads": torch.get_num_threads(),
+                    "cache_bytes": cpu_cache_bytes(), **versions} if on_cpu else
+                   {"backend": "cuda", "name": props.name,
+                    "compute_capability": f"{props.major}.{props.minor}",
+                    "sm_count": props.multi_processor_count, "memory_bytes": props.total_memory, "l2_bytes": l2,
+                    **versions}),
         "settings": {"warmup": args.warmup, "repeats": args.repeats, "max_case_seconds": args.max_time,
                      "rotate_bytes": rotate_bytes,
-                     "timer": "cuda events, one pair per call, GPU held by torch.cuda._sleep while enqueuing"
+                     "timer": "perf_counter per call" if on_cpu else
+                     "cuda events, one pair per call, GPU held by torch.cuda._sleep while enqueuing"
                      if hold else "cuda events, one pair per call",
                      "bytes_model": "fusedloss's: the bytes the fused call must move"},
         "results": [],
@@ -329,7 +406,8 @@ def main(argv=None):
 
             nsets = int(min(64, max(1, math.ceil(rotate_bytes / set_bytes))))
             sets = [make_inputs(torch, loss, torch_dtype[dtype], shape, 1000 + k, device) for k in range(nsets)]
-            torch.cuda.synchronize()
+            if not on_cpu:
+                torch.cuda.synchronize()
             candidates = []
             if "torch_eager" in impls:
                 candidates.append(("torch_eager", fns[loss]))
@@ -355,9 +433,11 @@ def main(argv=None):
                 except Exception as e:  # noqa: BLE001 - e.g. out of memory, an op without bf16 support
                     print(f"torch_peers.py: skipped {impl} for {label}: {str(e).splitlines()[0] if str(e) else e!r}",
                           file=sys.stderr)
-                    torch.cuda.empty_cache()
+                    if not on_cpu:
+                        torch.cuda.empty_cache()
             del sets
-            torch.cuda.empty_cache()
+            if not on_cpu:
+                torch.cuda.empty_cache()
         except torch.cuda.OutOfMemoryError as e:
             print(f"torch_peers.py: skipped {label}: out of memory ({str(e).splitlines()[0]})", file=sys.stderr)
             torch.cuda.empty_cache()

@@ -739,7 +739,7 @@ TEST_F(Cli, GradScaleZeroAndTheFloatEdgesAreAccepted) {
 TEST_F(Cli, BenchOnTheCpuWritesTableAndJson) {
   const ProcessResult r = run({"bench", "--device", "cpu", "--loss", "mse,bce_with_logits,cross_entropy,nll,kl_div_logits",
                      "--dtype", "f32,bf16", "--sizes", "4096,2^12", "--shapes", "8x100", "--repeats", "3", "--warmup",
-                     "0", "--json", path("bench.json"), "--commit", "abc123"});
+                     "0", "--json", path("bench.json"), "--commit", "abc123", "--no-peers"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("copy GB/s"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("cross_entropy"), std::string::npos) << r.out;
@@ -768,6 +768,37 @@ TEST_F(Cli, BenchOnTheCpuWritesTableAndJson) {
   EXPECT_EQ(copy, 14);
   EXPECT_EQ(unfused, 12);  // no unfused baseline for kl_div_logits
   EXPECT_EQ(doc["results"][0]["bytes"].get<double>(), 3.0 * 4096 * 4);  // x + y read, gradient written
+}
+
+TEST_F(Cli, BenchOnTheCpuAddsThePyTorchColumn) {
+  if (std::system("python3 -c 'import torch' >/dev/null 2>&1") != 0) GTEST_SKIP() << "python3 has no torch";
+  const ProcessResult r = run({"bench", "--device", "cpu", "--loss", "mse,cross_entropy", "--dtype", "f32", "--sizes",
+                               "4096", "--shapes", "8x100", "--repeats", "3", "--warmup", "0", "--threads", "1",
+                               "--no-baseline", "--json", path("bench.json")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("torch ms"), std::string::npos) << r.out;
+  const nlohmann::json doc = nlohmann::json::parse(slurp(path("bench.json")));
+  int peers = 0;
+  for (const auto& rec : doc["results"]) {
+    if (rec["impl"] != "torch_eager") continue;
+    ++peers;
+    EXPECT_GT(rec["median_ms"].get<double>(), 0.0);
+    EXPECT_GT(rec["fused_speedup"].get<double>(), 0.0);
+    EXPECT_FALSE(rec.contains("device"));  // a result record, not the script's whole document
+    EXPECT_GT(rec["bytes"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(peers, 2);
+}
+
+TEST_F(Cli, BenchWithoutTorchSaysSoAndStillRuns) {
+  ::setenv("FUSEDLOSS_PYTHON", "/nonexistent/python3", 1);
+  const ProcessResult r = run({"bench", "--device", "cpu", "--loss", "mse", "--dtype", "f32", "--sizes", "4096,8192",
+                               "--repeats", "3", "--warmup", "0", "--no-baseline"});
+  ::unsetenv("FUSEDLOSS_PYTHON");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("no PyTorch column"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("no PyTorch column"), r.err.rfind("no PyTorch column")) << "said once: " << r.err;
+  EXPECT_NE(r.out.find("8192"), std::string::npos) << r.out;
 }
 
 TEST_F(Cli, HelpAndVersionExitZero) {

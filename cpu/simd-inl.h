@@ -1,0 +1,219 @@
+// fusedloss CPU path — per-SIMD-target building blocks (Google Highway): loading f32/f16/bf16 as
+// double lanes, storing double lanes rounded once to the dtype, and the libm functions with the
+// special values the loss definitions rely on.
+//
+// Included once per Highway target by the foreach_target.h files (cpu/elementwise.cpp,
+// cpu/rowwise.cpp), hence the toggle guard instead of #pragma once. Everything is computed in
+// double, as the scalar path does, so a result differs from the scalar path's only by the vector
+// libm's error (≤ 4 ulp of double), far below one ulp of float/half/bfloat16.
+#if defined(FUSEDLOSS_CPU_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef FUSEDLOSS_CPU_SIMD_INL_H_
+#undef FUSEDLOSS_CPU_SIMD_INL_H_
+#else
+#define FUSEDLOSS_CPU_SIMD_INL_H_
+#endif
+
+#include <cstdint>
+#include <limits>
+
+#include "cpu/load_store.hpp"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace fusedloss {
+namespace detail {
+namespace cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DD = hn::ScalableTag<double>;
+using VD = hn::Vec<DD>;
+using MD = hn::Mask<DD>;
+
+// ---- math with IEEE special values (Highway's contrib math leaves NaN/inf/overflow to the caller)
+
+/// e^x for x ≤ 0 (the exponentials of the losses: e^{−|x|}, e^{−2|r|}, e^{z − max}); NaN stays
+/// NaN. Highway's reduction and polynomial (1 ulp), with a cheaper reconstruction than its Exp:
+/// k = round(x/ln 2) comes from the low bits of x/ln 2 + 1.5·2^52 (no int conversions), and 2^k
+/// is one exponent-field add, valid for k ≥ −1022. Below x = −708 the result is flushed to 0: it
+/// is < 2^−1021 there and vanishes in every float output and in each sum it joins (≥ e^0 = 1 for
+/// a softmax, or added to terms of order 1 for the elementwise losses).
+HWY_INLINE VD ExpNonPositive(DD d, VD x) {
+  const hn::RebindToUnsigned<DD> du;
+  const VD magic = hn::Set(d, 6755399441055744.0);  // 1.5·2^52: adding it rounds to an integer
+  const VD t = hn::MulAdd(x, hn::Set(d, 1.442695040888963407359924681), magic);
+  const VD k = hn::Sub(t, magic);
+  // x − k·ln 2 in two parts (Highway's ExpReduce constants), then e^r − 1 by its polynomial.
+  VD r = hn::MulAdd(k, hn::Set(d, -0.6931471805596629565116018), x);
+  r = hn::MulAdd(k, hn::Set(d, -0.28235290563031577122588448175e-12), r);
+  const VD p = hn::Add(hwy::HWY_NAMESPACE::impl::ExpImpl<double>{}.ExpPoly(d, r), hn::Set(d, 1.0));
+  const auto scale = hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52));
+  const VD y = hn::Mul(p, hn::BitCast(d, scale));
+  return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -708.0)), y);  // NaN x: NaN r, so NaN y
+}
+/// e^x for any x: overflow gives +inf, NaN stays NaN (contrib: 1 ulp).
+HWY_INLINE VD Exp(DD d, VD x) {
+  const VD y = hn::IfThenElse(hn::Gt(x, hn::Set(d, 709.782712893384)),
+                              hn::Set(d, std::numeric_limits<double>::infinity()), hn::Exp(d, x));
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+/// log1p(x) for x ≥ −1: −1 → −inf, +inf → +inf, NaN stays NaN (contrib: 2 ulp).
+HWY_INLINE VD Log1p(DD d, VD x) {
+  const VD inf = hn::Set(d, std::numeric_limits<double>::infinity());
+  VD y = hn::IfThenElse(hn::Eq(x, inf), inf, hn::Log1p(d, x));
+  y = hn::IfThenElse(hn::Eq(x, hn::Set(d, -1.0)), hn::Neg(inf), y);
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+/// log(x): 0 → −inf, +inf → +inf, x < 0 → NaN, NaN stays NaN (contrib: 4 ulp).
+HWY_INLINE VD Log(DD d, VD x) {
+  const VD inf = hn::Set(d, std::numeric_limits<double>::infinity());
+  VD y = hn::IfThenElse(hn::Eq(x, inf), inf, hn::Log(d, x));
+  y = hn::IfThenElse(hn::Eq(x, hn::Zero(d)), hn::Neg(inf), y);
+  y = hn::IfThenElse(hn::Lt(x, hn::Zero(d)), hn::Set(d, std::numeric_limits<double>::quiet_NaN()), y);
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+/// expm1(x) for |x| < 1 (log_cosh's small branch; other lanes are discarded by the caller).
+HWY_INLINE VD Expm1(DD d, VD x) { return hn::Expm1(d, x); }
+/// tanh(x): ±inf → ±1, NaN stays NaN (contrib: 4 ulp).
+HWY_INLINE VD Tanh(DD d, VD x) { return hn::IfThenElse(hn::IsNaN(x), x, hn::Tanh(d, x)); }
+
+/// The scalar `a > b ? a : b` lane by lane (math::max_: a NaN `a` gives b, exactly as there).
+HWY_INLINE VD MaxLike(VD a, VD b) { return hn::IfThenElse(hn::Gt(a, b), a, b); }
+/// math::sign_: sign(0) = 0, NaN stays NaN.
+HWY_INLINE VD Sign(DD d, VD x) {
+  const VD s = hn::Sub(hn::IfThenElseZero(hn::Gt(x, hn::Zero(d)), hn::Set(d, 1.0)),
+                       hn::IfThenElseZero(hn::Lt(x, hn::Zero(d)), hn::Set(d, 1.0)));
+  return hn::IfThenElse(hn::Eq(x, x), s, x);
+}
+
+/// Sum of the lanes in lane order (a fixed order per target: results stay bitwise reproducible).
+HWY_INLINE double SumLanes(DD d, VD v) {
+  HWY_ALIGN double lanes[hn::MaxLanes(DD())];
+  hn::Store(v, d, lanes);
+  double s = 0.0;
+  for (size_t k = 0; k < hn::Lanes(d); ++k) s += lanes[k];
+  return s;
+}
+
+// ---- loads and stores ------------------------------------------------------------------------
+
+using DF = hn::Rebind<float, DD>;
+using DU32 = hn::Rebind<uint32_t, DD>;
+using DI32 = hn::Rebind<int32_t, DD>;
+using DU16 = hn::Rebind<uint16_t, DD>;
+
+/// Lanes rounded to float (nearest even), overflow to ±inf. Highway's portable EMU128 target
+/// saturates at ±FLT_MAX instead, so it converts lane by lane there.
+HWY_INLINE hn::Vec<DF> ToFloat(DD d, VD v) {
+#if HWY_TARGET == HWY_EMU128 || HWY_TARGET == HWY_SCALAR
+  HWY_ALIGN double in[hn::MaxLanes(DD())];
+  HWY_ALIGN float out[hn::MaxLanes(DD())];
+  hn::Store(v, d, in);
+  for (size_t k = 0; k < hn::Lanes(d); ++k) out[k] = static_cast<float>(in[k]);
+  return hn::Load(DF(), out);
+#else
+  (void)d;
+  return hn::DemoteTo(DF(), v);
+#endif
+}
+
+/// Lanes rounded to float with round-to-odd (double_to_float_round_to_odd, lane by lane), as
+/// bit patterns: truncate, then set the last bit when inexact, so the half/bfloat16 rounding that
+/// follows is the correctly rounded double → half/bfloat16 result.
+HWY_INLINE hn::Vec<DU32> RoundToOddBits(DD d, VD v) {
+  const DI32 di;
+  const hn::Vec<DF> f = ToFloat(d, v);
+  const VD back = hn::PromoteTo(d, f);
+  const MD inexact = hn::And(hn::Ne(back, v), hn::Eq(v, v));
+  const MD away = hn::Gt(hn::Abs(back), hn::Abs(v));
+  // The two corrections as 0/1 integer lanes (a mask cannot change lane width).
+  const hn::Vec<DI32> down = hn::DemoteTo(di, hn::IfThenElseZero(away, hn::Set(d, 1.0)));
+  const hn::Vec<DI32> odd = hn::DemoteTo(di, hn::IfThenElseZero(inexact, hn::Set(d, 1.0)));
+  const DU32 du;
+  return hn::Or(hn::Sub(hn::BitCast(du, f), hn::BitCast(du, down)), hn::BitCast(du, odd));
+}
+
+/// RoundToOddBits for lanes whose float is normal or zero, inf, NaN (the common case): the double's
+/// bits below float precision fold into a sticky last bit, after which the conversion is exact.
+/// Below 2^−126 the float is subnormal and would round again, so the caller checks `tiny` first.
+HWY_INLINE hn::Vec<DU32> RoundToOddBitsNormal(DD d, VD v) {
+  const hn::RebindToUnsigned<DD> du;
+  const auto bits = hn::BitCast(du, v);
+  const auto low = hn::Set(du, (std::uint64_t(1) << 29) - 1);  // 52 − 23 mantissa bits float drops
+  const auto inexact = hn::Ne(hn::And(bits, low), hn::Zero(du));
+  const auto odd = hn::Or(hn::AndNot(low, bits), hn::IfThenElseZero(inexact, hn::Set(du, std::uint64_t(1) << 29)));
+  return hn::BitCast(DU32(), ToFloat(d, hn::BitCast(d, odd)));
+}
+/// Lanes whose round-to-odd float would be subnormal (0 < |v| < 2^−126).
+HWY_INLINE MD TinyForFloat(DD d, VD v) {
+  const VD a = hn::Abs(v);
+  return hn::And(hn::Lt(a, hn::Set(d, 1.1754943508222875e-38)), hn::Gt(a, hn::Zero(d)));
+}
+/// The round-to-odd float bits of v, by the cheap route when no lane is tiny.
+HWY_INLINE hn::Vec<DU32> OddFloatBits(DD d, VD v) {
+  return hn::AllFalse(d, TinyForFloat(d, v)) ? RoundToOddBitsNormal(d, v) : RoundToOddBits(d, v);
+}
+
+template <class IO>
+struct VecIo;
+
+template <>
+struct VecIo<Io<DType::Float32>> {
+  static VD Load(DD d, const float* p) { return hn::PromoteTo(d, hn::LoadU(DF(), p)); }
+  static void Store(DD d, float* p, VD v) { hn::StoreU(ToFloat(d, v), DF(), p); }
+};
+
+template <>
+struct VecIo<Io<DType::BFloat16>> {
+  static VD Load(DD d, const std::uint16_t* p) {
+    const hn::Vec<DU32> u = hn::ShiftLeft<16>(hn::PromoteTo(DU32(), hn::LoadU(DU16(), p)));
+    return hn::PromoteTo(d, hn::BitCast(DF(), u));
+  }
+  /// to_bfloat16 (nearest even, quiet NaN) of the round-to-odd float.
+  static void Store(DD d, std::uint16_t* p, VD v) {
+    const DU32 du;
+    const hn::Vec<DU32> u = OddFloatBits(d, v);
+    const hn::Vec<DU32> hi = hn::ShiftRight<16>(u);
+    const hn::Vec<DU32> rounded = hn::ShiftRight<16>(hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hi, hn::Set(du, 1u)))));
+    const auto nan = hn::RebindMask(du, hn::IsNaN(hn::BitCast(DF(), u)));
+    const hn::Vec<DU32> bits = hn::IfThenElse(nan, hn::Or(hi, hn::Set(du, 0x40u)), rounded);
+    hn::StoreU(hn::DemoteTo(DU16(), hn::BitCast(DI32(), bits)), DU16(), p);
+  }
+};
+
+template <>
+struct VecIo<Io<DType::Float16>> {
+#if HWY_TARGET >= HWY_SSE4
+  // Without F16C Highway emulates the conversions, truncating and mapping inf/NaN to finite
+  // values; the scalar conversions of float16.hpp take over the (cheap) lane conversions here.
+  static VD Load(DD d, const std::uint16_t* p) {
+    HWY_ALIGN double lanes[hn::MaxLanes(DD())];
+    for (size_t k = 0; k < hn::Lanes(d); ++k) lanes[k] = static_cast<double>(to_float(half_t{p[k]}));
+    return hn::Load(d, lanes);
+  }
+  static void Store(DD d, std::uint16_t* p, VD v) {
+    HWY_ALIGN uint32_t lanes[hn::MaxLanes(DD())];
+    hn::Store(OddFloatBits(d, v), DU32(), lanes);
+    for (size_t k = 0; k < hn::Lanes(d); ++k) p[k] = to_half(bits_float(lanes[k])).bits;
+  }
+#else
+  using DH = hn::Rebind<hwy::float16_t, DD>;
+  static VD Load(DD d, const std::uint16_t* p) {
+    return hn::PromoteTo(d, hn::PromoteTo(DF(), hn::LoadU(DH(), reinterpret_cast<const hwy::float16_t*>(p))));
+  }
+  /// F16C's conversion rounds to nearest even: applied to the round-to-odd float it is exact.
+  static void Store(DD d, std::uint16_t* p, VD v) {
+    hn::StoreU(hn::DemoteTo(DH(), hn::BitCast(DF(), OddFloatBits(d, v))), DH(),
+               reinterpret_cast<hwy::float16_t*>(p));
+  }
+#endif
+};
+
+}  // namespace HWY_NAMESPACE
+}  // namespace cpu
+}  // namespace detail
+}  // namespace fusedloss
+HWY_AFTER_NAMESPACE();
+
+#endif  // FUSEDLOSS_CPU_SIMD_INL_H_
