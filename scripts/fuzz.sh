@@ -66,7 +66,7 @@ for h in "${harnesses[@]}"; do
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find "$1/include" "$1/src" "$1/cpu" "$1/cli" -newer "$obj" -name "*.hpp" 2>/dev/null | head -1)" ]; then
       '"$cxx"' '"${lib_flags[*]}"' -c "$src" -o "$obj"
     fi' "$out" "$repo"
-  "$cxx" "${flags[@]}" "$repo/fuzz/$h.cpp" "${objs[@]}" -o "$out/$h" -lpthread
+  "$cxx" "${flags[@]}" "$repo/fuzz/$h.cpp" "${objs[@]}" -o "$out/$h" -lhwy -lpthread
 done
 echo "fuzz: built ${harnesses[*]} with $cxx in $(( $(date +%s) - start )) s"
 
