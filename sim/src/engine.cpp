@@ -557,10 +557,7 @@ void execute(Launch& L) {
 }
 
 void abandon_block_of(Thread* t) {
-  if (t == nullptr) return;
-  Cluster* c = t->block->cluster;
-  for (int r = 0; r < c->blocks; ++r)
-    for (Thread& x : c->block[r]->thread) x.abort = true;
+  if (t != nullptr) abandon_all(*t->block->cluster);
 }
 
 std::string kernel_name(const void* kernel) {
