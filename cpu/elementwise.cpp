@@ -47,7 +47,7 @@ struct VecOp;
 
 template <>
 struct VecOp<ElementwiseOp<Loss::MSE>> {
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD r = hn::Sub(x, y);
     loss = hn::Mul(r, r);
     dloss = hn::Mul(hn::Set(d, 2.0), r);
@@ -58,7 +58,7 @@ struct VecOp<ElementwiseOp<Loss::RMSE>> : VecOp<ElementwiseOp<Loss::MSE>> {};
 
 template <>
 struct VecOp<ElementwiseOp<Loss::MAE>> {
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD r = hn::Sub(x, y);
     loss = hn::Abs(r);
     dloss = Sign(d, r);
@@ -67,7 +67,7 @@ struct VecOp<ElementwiseOp<Loss::MAE>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::MSLE>> {
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD zero = hn::Zero(d), one = hn::Set(d, 1.0);
     const VD dl = hn::Sub(Log1p(d, MaxLike(zero, x)), Log1p(d, MaxLike(zero, y)));
     loss = hn::Mul(dl, dl);
@@ -77,7 +77,7 @@ struct VecOp<ElementwiseOp<Loss::MSLE>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::Huber>> {
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
     const VD r = hn::Sub(x, y);
     const VD a = hn::Abs(r);
     const VD c = hn::IfThenElse(hn::Lt(a, p.delta), a, p.delta);
@@ -88,7 +88,7 @@ struct VecOp<ElementwiseOp<Loss::Huber>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::SmoothL1>> {
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
     const VD half = hn::Set(d, 0.5);
     const VD r = hn::Sub(x, y);
     const VD a = hn::Abs(r);
@@ -101,7 +101,7 @@ struct VecOp<ElementwiseOp<Loss::SmoothL1>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::PseudoHuber>> {
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
     const VD one = hn::Set(d, 1.0);
     const VD r = hn::Sub(x, y);
     const VD a = hn::Div(r, p.delta);
@@ -117,7 +117,7 @@ struct VecOp<ElementwiseOp<Loss::PseudoHuber>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::LogCosh>> {
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD one = hn::Set(d, 1.0), two = hn::Set(d, 2.0);
     const VD r = hn::Sub(x, y);
     const VD a = hn::Abs(r);
@@ -144,7 +144,7 @@ HWY_INLINE VD PositivePart(DD d, VD m) {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::Hinge>> {
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD t = HingeSign(d, y);
     const VD margin = hn::Sub(hn::Set(d, 1.0), hn::Mul(t, x));
     const VD active = hn::IfThenElseZero(hn::Gt(margin, hn::Zero(d)), hn::Set(d, 1.0));
@@ -155,7 +155,7 @@ struct VecOp<ElementwiseOp<Loss::Hinge>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::SquaredHinge>> {
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD t = HingeSign(d, y);
     const VD margin = PositivePart(d, hn::Sub(hn::Set(d, 1.0), hn::Mul(t, x)));
     loss = hn::Mul(margin, margin);
@@ -166,7 +166,7 @@ struct VecOp<ElementwiseOp<Loss::SquaredHinge>> {
 template <>
 struct VecOp<ElementwiseOp<Loss::BCE>> {
   static MD valid(DD d, VD p) { return hn::And(hn::Ge(p, hn::Zero(d)), hn::Le(p, hn::Set(d, 1.0))); }
-  static void eval(DD d, VD p, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD p, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD one = hn::Set(d, 1.0), floor = hn::Set(d, -100.0);
     const VD log_p = MaxLike(Log(d, p), floor);
     const VD log_1mp = MaxLike(Log1p(d, hn::Neg(p)), floor);
@@ -177,24 +177,26 @@ struct VecOp<ElementwiseOp<Loss::BCE>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::BCEWithLogits>> {
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
     // 1. e = e^{−|x|}; log1p(e) and 1/u, u = 1 + e, with one division (Log1pAndReciprocal).
-    // 2. softplus(±x) = max(±x, 0) + log1p(e):  ℓ = pw·y·softplus(−x) + (1 − y)·softplus(x).
-    // 3. With A = pw·y + 1 − y and q = e/u = 1 − σ(|x|), the gradient A·σ(x) − pw·y is
-    //      x ≥ 0: (1 − y) − A·q      x < 0: A·q − pw·y
-    //    (σ(x) = 1 − q for x ≥ 0), so σ − 1 never forms: at y = 1, x = 30 it is −q to the last bit
-    //    instead of 1/u − 1, which keeps only 3 significant digits.
+    // 2. softplus(±x) = max(±x, 0) + log1p(e), so with A = pw·y + 1 − y
+    //      ℓ = pw·y·softplus(−x) + (1 − y)·softplus(x) = A·log1p(e) + (x > 0 ? (1 − y)·x : −pw·y·x),
+    //    a sum of two non-negative terms for y ∈ [0, 1] (no cancellation).
+    // 3. With q = e/u = σ(−|x|), the gradient A·σ(x) − pw·y is
+    //      x > 0: (1 − y) − A·q      x ≤ 0: A·q − pw·y
+    //    (σ(x) = 1 − q for x > 0), so σ − 1 never forms: at y = 1, x = 30 it is −q to the last bit
+    //    instead of 1/u − 1, which keeps only 3 significant digits. (x = 0: both forms agree.)
     const VD one = hn::Set(d, 1.0);
     const VD e = ExpNonPositive(d, hn::Neg(hn::Abs(x)));
     VD l1p, inv_u;
     Log1pAndReciprocal(d, e, l1p, inv_u);
     const VD pw_y = hn::Mul(p.pos_weight, y);
     const VD one_m_y = hn::Sub(one, y);
-    const MD positive = hn::Gt(x, hn::Zero(d));  // x = 0 may go either way: both forms give the same
-    const VD sp_pos = hn::Add(hn::IfThenElseZero(positive, x), l1p);           // max(x, 0) + log1p(e)
-    const VD sp_neg = hn::Add(hn::IfThenZeroElse(positive, hn::Neg(x)), l1p);  // max(−x, 0) + log1p(e); NaN: l1p is NaN
-    loss = hn::MulAdd(pw_y, sp_neg, hn::Mul(one_m_y, sp_pos));
-    const VD aq = hn::Mul(hn::Add(pw_y, one_m_y), hn::Mul(e, inv_u));
+    const VD A = hn::Add(pw_y, one_m_y);
+    const MD positive = hn::Gt(x, hn::Zero(d));
+    // ±inf x: 0·inf = NaN where the scalar definition has it too (y = 1 at +inf, y = 0 at −inf).
+    loss = hn::MulAdd(A, l1p, hn::Mul(x, hn::IfThenElse(positive, one_m_y, hn::Neg(pw_y))));
+    const VD aq = hn::Mul(A, hn::Mul(e, inv_u));
     dloss = hn::IfThenElse(positive, hn::Sub(one_m_y, aq), hn::Sub(aq, pw_y));
   }
 };
@@ -220,7 +222,8 @@ ChunkResult chunk_elements(const ElementwiseProblem& p, std::int64_t begin, std:
   const S* x = static_cast<const S*>(p.input);
   const S* y = static_cast<const S*>(p.target);
   const S* w = static_cast<const S*>(p.weight);
-  const float* pos_col = p.loss == Loss::BCEWithLogits ? p.params.pos_weight_per_column : nullptr;
+  constexpr bool kPerColumn = std::is_same<Op, ElementwiseOp<Loss::BCEWithLogits>>::value;
+  const float* pos_col = kPerColumn ? p.params.pos_weight_per_column : nullptr;
   const std::int64_t columns = p.params.columns;
   std::int64_t col = pos_col != nullptr ? begin % columns : 0;
   VParams op{hn::Set(d, p.params.delta), hn::Set(d, p.params.beta), hn::Set(d, p.params.pos_weight)};
@@ -228,17 +231,9 @@ ChunkResult chunk_elements(const ElementwiseProblem& p, std::int64_t begin, std:
   const VD nan = hn::Set(d, std::numeric_limits<double>::quiet_NaN());
   VD acc = hn::Zero(d);
   std::int64_t bad = 0;
-  // One vector of elements: xs, ys, ws (may be null) in, ls (may be null), gs (may be null) out;
-  // `live` masks the lanes that hold elements.
-  const auto step = [&](const S* xs, const S* ys, const S* ws, float* ls, S* gs, MD live) {
-    if (pos_col != nullptr) {
-      HWY_ALIGN double pw[hn::MaxLanes(DD())];
-      for (std::int64_t k = 0; k < lanes; ++k) {
-        pw[k] = static_cast<double>(pos_col[col]);
-        if (++col == columns) col = 0;
-      }
-      op.pos_weight = hn::Load(d, pw);
-    }
+  // One vector of elements: xs, ys, ws (may be null) in, ls (may be null), gs (may be null) out.
+  // The partial last vector passes the mask of its live lanes (padding adds nothing to the sums).
+  const auto step = [&](const S* xs, const S* ys, const S* ws, float* ls, S* gs, auto partial, MD live) __attribute__((always_inline)) {
     const VD xv = VecIo<IO>::Load(d, xs);  // read before gs is written (grad may alias x)
     const VD yv = VecIo<IO>::Load(d, ys);
     VD l, dl;
@@ -253,25 +248,47 @@ ChunkResult chunk_elements(const ElementwiseProblem& p, std::int64_t begin, std:
       const MD valid = V::valid(d, xv);
       l = hn::IfThenElse(valid, l, nan);
       g = hn::IfThenElseZero(valid, g);
-      bad += static_cast<std::int64_t>(hn::CountTrue(d, hn::AndNot(valid, live)));
+      bad += static_cast<std::int64_t>(hn::CountTrue(d, decltype(partial)::value ? hn::AndNot(valid, live) : hn::Not(valid)));
     }
-    acc = hn::Add(acc, hn::IfThenElseZero(live, l));
+    acc = hn::Add(acc, decltype(partial)::value ? hn::IfThenElseZero(live, l) : l);
     if (ls != nullptr) VecIo<Io<DType::Float32>>::Store(d, ls, l);
     if (gs != nullptr) VecIo<IO>::Store(d, gs, g);
   };
+  using Whole = std::false_type;
+  using Partial = std::true_type;
+  // bce_with_logits' per-column pos_weight: the lanes' column weights for the next `lanes` elements.
+  const auto next_pos_weights = [&] {
+    HWY_ALIGN double pw[hn::MaxLanes(DD())];
+    for (std::int64_t k = 0; k < lanes; ++k) {
+      pw[k] = static_cast<double>(pos_col[col]);
+      if (++col == columns) col = 0;
+    }
+    op.pos_weight = hn::Load(d, pw);
+  };
   const MD all = hn::FirstN(d, static_cast<std::size_t>(lanes));
   std::int64_t i = begin;
-  for (; i + lanes <= end; i += lanes)
-    step(x + i, y + i, w != nullptr ? w + i : nullptr, loss_none != nullptr ? loss_none + i : nullptr,
-         grad != nullptr ? grad + i : nullptr, all);
+  if (pos_col != nullptr) {
+    for (; i + lanes <= end; i += lanes) {
+      next_pos_weights();
+      step(x + i, y + i, w != nullptr ? w + i : nullptr, loss_none != nullptr ? loss_none + i : nullptr,
+           grad != nullptr ? grad + i : nullptr, Whole(), all);
+    }
+  } else if (w == nullptr && loss_none == nullptr && grad != nullptr) {  // the common call: no weights, reduced loss
+    for (; i + lanes <= end; i += lanes) step(x + i, y + i, nullptr, nullptr, grad + i, Whole(), all);
+  } else {
+    for (; i + lanes <= end; i += lanes)
+      step(x + i, y + i, w != nullptr ? w + i : nullptr, loss_none != nullptr ? loss_none + i : nullptr,
+           grad != nullptr ? grad + i : nullptr, Whole(), all);
+  }
   if (i < end) {
+    if (pos_col != nullptr) next_pos_weights();
     const std::size_t rest = static_cast<std::size_t>(end - i);
     S xs[hn::MaxLanes(DD())] = {}, ys[hn::MaxLanes(DD())] = {}, ws[hn::MaxLanes(DD())] = {}, gs[hn::MaxLanes(DD())];
     float ls[hn::MaxLanes(DD())];
     std::memcpy(xs, x + i, rest * sizeof(S));
     std::memcpy(ys, y + i, rest * sizeof(S));
     if (w != nullptr) std::memcpy(ws, w + i, rest * sizeof(S));
-    step(xs, ys, w != nullptr ? ws : nullptr, ls, gs, hn::FirstN(d, rest));
+    step(xs, ys, w != nullptr ? ws : nullptr, ls, gs, Partial(), hn::FirstN(d, rest));
     if (loss_none != nullptr) std::memcpy(loss_none + i, ls, rest * sizeof(float));
     if (grad != nullptr) std::memcpy(grad + i, gs, rest * sizeof(S));
   }
