@@ -207,10 +207,24 @@ struct VecIo<Io<DType::BFloat16>> {
     const hn::Vec<DU32> u = hn::ShiftLeft<16>(hn::PromoteTo(DU32(), hn::LoadU(DU16(), p)));
     return hn::PromoteTo(d, hn::BitCast(DF(), u));
   }
-  /// to_bfloat16 (nearest even, quiet NaN) of the round-to-odd float.
+  /// The correctly rounded (nearest even) bfloat16 of v. Common case, every lane's float normal or
+  /// zero/inf/NaN: round the double itself at bfloat16's last bit (bit 45: add half an ulp − 1 plus
+  /// the ulp's parity, clear the bits below), after which the float conversion is exact (or
+  /// overflows to ±inf, as bfloat16 does) and its top half is the bfloat16; NaN lanes skip the
+  /// rounding and convert to a quiet NaN. Otherwise: to_bfloat16 of the round-to-odd float.
   static void Store(DD d, std::uint16_t* p, VD v) {
     const DU32 du;
-    const hn::Vec<DU32> u = OddFloatBits(d, v);
+    if (hn::AllFalse(d, TinyForFloat(d, v))) {
+      const hn::RebindToUnsigned<DD> du64;
+      const auto bits = hn::BitCast(du64, v);
+      const auto half_ulp = hn::Add(hn::Set(du64, (std::uint64_t(1) << 44) - 1), hn::And(hn::ShiftRight<45>(bits), hn::Set(du64, 1)));
+      const auto rounded = hn::And(hn::Add(bits, half_ulp), hn::Set(du64, ~((std::uint64_t(1) << 45) - 1)));
+      const VD r = hn::IfThenElse(hn::IsNaN(v), v, hn::BitCast(d, rounded));
+      const hn::Vec<DU32> hi = hn::ShiftRight<16>(hn::BitCast(du, ToFloat(d, r)));
+      hn::StoreU(hn::DemoteTo(DU16(), hn::BitCast(DI32(), hi)), DU16(), p);
+      return;
+    }
+    const hn::Vec<DU32> u = RoundToOddBits(d, v);
     const hn::Vec<DU32> hi = hn::ShiftRight<16>(u);
     const hn::Vec<DU32> rounded = hn::ShiftRight<16>(hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hi, hn::Set(du, 1u)))));
     const auto nan = hn::RebindMask(du, hn::IsNaN(hn::BitCast(DF(), u)));

@@ -15,9 +15,11 @@
 // this test is what holds them to the bound.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -137,6 +139,68 @@ TEST(SimdAccuracy, BceWithLogitsHalfAndBfloat16EveryElementWithinOneUlp) {
   for (DType d : {DType::BFloat16, DType::Float16}) {
     expect_bce_with_logits_within_one_ulp(d, true, 1.0, (std::size_t(1) << 19) + 5, 1405);
     expect_bce_with_logits_within_one_ulp(d, false, 2.0, (std::size_t(1) << 19) + 7, 1406);
+  }
+}
+
+/// The correctly rounded (nearest, ties to even) bfloat16 of a finite double, as a double (±inf on
+/// overflow); written from the definition: the two bfloat16 neighbours at v's exponent.
+double bfloat16_nearest_even(double v) {
+  if (v == 0) return v;
+  const double a = std::fabs(v);
+  const int e = std::max(std::ilogb(a), -126);
+  const double spacing = std::ldexp(1.0, e - 7);
+  const double lo = std::floor(a / spacing) * spacing, hi = lo + spacing;
+  const double below = a - lo, above = hi - a;
+  double r = below < above ? lo : above < below ? hi : (std::fmod(lo / spacing, 2.0) == 0 ? lo : hi);
+  if (r >= std::ldexp(1.0, 128)) r = std::numeric_limits<double>::infinity();
+  return v < 0 ? -r : r;
+}
+
+// The bfloat16 gradient store (cpu/simd-inl.h) rounds each double once, to nearest even: mse
+// gradients w·2(x − y)·grad_scale built to land on and next to bfloat16 rounding ties, across
+// exponents up to overflow and down into float's subnormals, against the definition.
+TEST(SimdAccuracy, Bfloat16GradientIsTheCorrectlyRoundedDouble) {
+  Rng rng(1411);
+  const std::size_t n = 65536 + 3;
+  for (int call = 0; call < 24; ++call) {
+    Vec x(n), y(n), w(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      x[i] = round_to(DType::BFloat16, rng.uniform(-4.0, 4.0));
+      y[i] = std::ldexp(static_cast<double>(rng.integer(-8, 8)), -static_cast<int>(rng.integer(6, 12)));  // below x's last bit
+      w[i] = round_to(DType::BFloat16, rng.uniform(0.5, 2.0));
+    }
+    // Powers of two keep the ties exact; others are general doubles; the scale walks the exponents.
+    const int exponent = std::min(-126 + call * 11, 126);  // grad_scale ∈ [FLT_MIN, FLT_MAX]
+    const double gs = std::ldexp(call % 2 == 0 ? 1.0 : rng.uniform(1.0, 2.0), exponent);
+    const Buffer xb = Buffer::from(DType::BFloat16, x), yb = Buffer::from(DType::BFloat16, y),
+                 wb = Buffer::from(DType::BFloat16, w);
+    const Vec ys = yb.to_double();
+    fl::ElementwiseProblem p;
+    p.loss = Loss::MSE;
+    p.dtype = DType::BFloat16;
+    p.n = static_cast<std::int64_t>(n);
+    p.input = xb.data();
+    p.target = yb.data();
+    p.weight = wb.data();
+    p.reduction = Reduction::Sum;  // gradient factor = grad_scale
+    p.grad_scale = gs;
+    fl::ExecutionConfig cfg;
+    cfg.backend = fl::Backend::CPU;
+    const RunResult r = run(p, true, cfg);
+    ASSERT_EQ(r.status, Status::Success);
+    std::size_t bad = 0;
+    std::string first;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double g = (w[i] * (2.0 * (x[i] - ys[i]))) * gs;  // the library's double operations, in order
+      const double want = bfloat16_nearest_even(g);
+      if (!same_value(r.grad_dense[i], want) && bad++ == 0) {
+        std::ostringstream m;
+        m.precision(17);
+        m << "g = " << g << ": got " << r.grad_dense[i] << ", want " << want;
+        first = m.str();
+      }
+    }
+    EXPECT_EQ(bad, 0u) << "grad_scale 2^" << exponent << ": " << first;
   }
 }
 
