@@ -39,11 +39,12 @@ for r in doc["results"]:
     elif r["impl"] == "torch_eager":
         torch[key] = r
 fails = []
-print(f"\n{'loss':16} {'dtype':5} {'size':>11} {'fused ms':>9} {'ratio':>6} {'torch ms':>9} {'vs torch':>8}")
+print(f"\n{'loss':16} {'dtype':5} {'size':>11} {'fused ms':>9} {'GB/s':>6} {'copy GB/s':>9} {'ratio':>6} {'torch ms':>9} {'vs torch':>8}")
 for key, r in fused.items():
     t = torch.get(key)
     vs = t["median_ms"] / r["median_ms"] if t else None
-    print(f"{key[0]:16} {key[1]:5} {key[2]:>11} {r['median_ms']:9.4f} {r['ratio_to_copy']:6.2f} "
+    print(f"{key[0]:16} {key[1]:5} {key[2]:>11} {r['median_ms']:9.4f} {r['bandwidth_gbps']:6.1f} "
+          f"{r['copy_bandwidth_gbps']:9.1f} {r['ratio_to_copy']:6.2f} "
           f"{t['median_ms'] if t else float('nan'):9.4f} {vs if vs else float('nan'):7.2f}x")
     if vs is None:
         fails.append(f"{key}: no PyTorch record (is torch importable by python3?)")

@@ -3,9 +3,11 @@
 // special values the loss definitions rely on.
 //
 // Included once per Highway target by the foreach_target.h files (cpu/elementwise.cpp,
-// cpu/rowwise.cpp), hence the toggle guard instead of #pragma once. Everything is computed in
-// double, as the scalar path does, so a result differs from the scalar path's only by the vector
-// libm's error (≤ 4 ulp of double), far below one ulp of float/half/bfloat16.
+// cpu/rowwise.cpp, tests/cpu/test_simd_math.cpp), hence the toggle guard instead of #pragma once.
+// Everything is computed in double, as the scalar path does; the math differs from the scalar
+// libm by at most ~1e-13 relative (ExpNonPositive, Log1pAndReciprocal: polynomials sized for
+// float outputs) or ≤ 4 ulp of double (Highway's contrib math), far below one ulp of
+// float/half/bfloat16.
 #if defined(FUSEDLOSS_CPU_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef FUSEDLOSS_CPU_SIMD_INL_H_
 #undef FUSEDLOSS_CPU_SIMD_INL_H_
