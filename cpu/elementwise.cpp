@@ -9,15 +9,16 @@
 // The chunk loop runs on SIMD vectors of doubles (Google Highway, compiled for every x86 target
 // and picked at run time): VecOp<L> below is the lane-by-lane twin of the shared scalar
 // ElementwiseOp<L> (same operations in the same order, so the arithmetic-only losses give the
-// same bits; the transcendental ones differ by the vector libm's few double ulps). The last
-// partial vector of a chunk, and the per-column pos_weight of bce_with_logits, use the scalar
-// ElementwiseOp<L>, which stays the one definition of each loss.
+// same bits; the transcendental ones use the vector math of cpu/simd-inl.h, and bce_with_logits
+// a reformulated gradient, see its VecOp). Every element goes through VecOp, the last partial
+// vector of a chunk through lane buffers.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/elementwise.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -40,16 +41,13 @@ struct VParams {
   VD delta, beta, pos_weight;
 };
 
-/// The vector twin of ElementwiseOp<L>; kVectorised = false leaves the loss to the scalar loop.
+/// The vector twin of ElementwiseOp<L>, one per loss.
 template <class Op>
-struct VecOp {
-  static constexpr bool kVectorised = false;
-};
+struct VecOp;
 
 template <>
 struct VecOp<ElementwiseOp<Loss::MSE>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD r = hn::Sub(x, y);
     loss = hn::Mul(r, r);
     dloss = hn::Mul(hn::Set(d, 2.0), r);
@@ -60,8 +58,7 @@ struct VecOp<ElementwiseOp<Loss::RMSE>> : VecOp<ElementwiseOp<Loss::MSE>> {};
 
 template <>
 struct VecOp<ElementwiseOp<Loss::MAE>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD r = hn::Sub(x, y);
     loss = hn::Abs(r);
     dloss = Sign(d, r);
@@ -70,8 +67,7 @@ struct VecOp<ElementwiseOp<Loss::MAE>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::MSLE>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD zero = hn::Zero(d), one = hn::Set(d, 1.0);
     const VD dl = hn::Sub(Log1p(d, MaxLike(zero, x)), Log1p(d, MaxLike(zero, y)));
     loss = hn::Mul(dl, dl);
@@ -81,8 +77,7 @@ struct VecOp<ElementwiseOp<Loss::MSLE>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::Huber>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
     const VD r = hn::Sub(x, y);
     const VD a = hn::Abs(r);
     const VD c = hn::IfThenElse(hn::Lt(a, p.delta), a, p.delta);
@@ -93,8 +88,7 @@ struct VecOp<ElementwiseOp<Loss::Huber>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::SmoothL1>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
     const VD half = hn::Set(d, 0.5);
     const VD r = hn::Sub(x, y);
     const VD a = hn::Abs(r);
@@ -107,8 +101,7 @@ struct VecOp<ElementwiseOp<Loss::SmoothL1>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::PseudoHuber>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
     const VD one = hn::Set(d, 1.0);
     const VD r = hn::Sub(x, y);
     const VD a = hn::Div(r, p.delta);
@@ -124,8 +117,7 @@ struct VecOp<ElementwiseOp<Loss::PseudoHuber>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::LogCosh>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD one = hn::Set(d, 1.0), two = hn::Set(d, 2.0);
     const VD r = hn::Sub(x, y);
     const VD a = hn::Abs(r);
@@ -152,8 +144,7 @@ HWY_INLINE VD PositivePart(DD d, VD m) {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::Hinge>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD t = HingeSign(d, y);
     const VD margin = hn::Sub(hn::Set(d, 1.0), hn::Mul(t, x));
     const VD active = hn::IfThenElseZero(hn::Gt(margin, hn::Zero(d)), hn::Set(d, 1.0));
@@ -164,8 +155,7 @@ struct VecOp<ElementwiseOp<Loss::Hinge>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::SquaredHinge>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD t = HingeSign(d, y);
     const VD margin = PositivePart(d, hn::Sub(hn::Set(d, 1.0), hn::Mul(t, x)));
     loss = hn::Mul(margin, margin);
@@ -175,9 +165,8 @@ struct VecOp<ElementwiseOp<Loss::SquaredHinge>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::BCE>> {
-  static constexpr bool kVectorised = true;
   static MD valid(DD d, VD p) { return hn::And(hn::Ge(p, hn::Zero(d)), hn::Le(p, hn::Set(d, 1.0))); }
-  static void eval(DD d, VD p, VD y, const VParams&, VD& loss, VD& dloss) {
+  HWY_INLINE static void eval(DD d, VD p, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD one = hn::Set(d, 1.0), floor = hn::Set(d, -100.0);
     const VD log_p = MaxLike(Log(d, p), floor);
     const VD log_1mp = MaxLike(Log1p(d, hn::Neg(p)), floor);
@@ -188,25 +177,27 @@ struct VecOp<ElementwiseOp<Loss::BCE>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::BCEWithLogits>> {
-  static constexpr bool kVectorised = true;
-  static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
-    // softplus(±x) = max(±x, 0) + log1p(e^{−|x|}) and σ(x) share the one exponential and the one
-    // division: with u = 1 + e and s = 1/u, log1p(e) = log u + (e − (u − 1))·s (the correction
-    // restores the bits of e that 1 + e dropped; exact enough for e < 2^−53 too, where it is e).
-    const VD zero = hn::Zero(d), one = hn::Set(d, 1.0);
+  HWY_INLINE static void eval(DD d, VD x, VD y, const VParams& p, VD& loss, VD& dloss) {
+    // 1. e = e^{−|x|}; log1p(e) and 1/u, u = 1 + e, with one division (Log1pAndReciprocal).
+    // 2. softplus(±x) = max(±x, 0) + log1p(e), so with A = pw·y + 1 − y
+    //      ℓ = pw·y·softplus(−x) + (1 − y)·softplus(x) = A·log1p(e) + (x > 0 ? (1 − y)·x : −pw·y·x),
+    //    a sum of two non-negative terms for y ∈ [0, 1] (no cancellation).
+    // 3. With q = e/u = σ(−|x|), the gradient A·σ(x) − pw·y is
+    //      x > 0: (1 − y) − A·q      x ≤ 0: A·q − pw·y
+    //    (σ(x) = 1 − q for x > 0), so σ − 1 never forms: at y = 1, x = 30 it is −q to the last bit
+    //    instead of 1/u − 1, which keeps only 3 significant digits. (x = 0: both forms agree.)
+    const VD one = hn::Set(d, 1.0);
     const VD e = ExpNonPositive(d, hn::Neg(hn::Abs(x)));
-    const VD u = hn::Add(one, e);
-    const VD s = hn::Div(one, u);
-    // u ∈ [1, 2] (or NaN, which e carries into the correction): Highway's log without the
-    // subnormal and special-value handling.
-    const VD log_u = hwy::HWY_NAMESPACE::impl::Log<DD, VD, /*kAllowSubnormals=*/false>(d, u);
-    const VD l1p = hn::Add(log_u, hn::Mul(hn::Sub(e, hn::Sub(u, one)), s));
+    VD l1p, inv_u;
+    Log1pAndReciprocal(d, e, l1p, inv_u);
     const VD pw_y = hn::Mul(p.pos_weight, y);
-    const VD sp_neg = hn::Add(MaxLike(hn::Neg(x), zero), l1p);
-    const VD sp_pos = hn::Add(MaxLike(x, zero), l1p);
-    loss = hn::Add(hn::Mul(pw_y, sp_neg), hn::Mul(hn::Sub(one, y), sp_pos));
-    const VD sigmoid = hn::IfThenElse(hn::Ge(x, zero), s, hn::Mul(e, s));
-    dloss = hn::Sub(hn::Mul(hn::Sub(hn::Add(pw_y, one), y), sigmoid), pw_y);
+    const VD one_m_y = hn::Sub(one, y);
+    const VD A = hn::Add(pw_y, one_m_y);
+    const MD positive = hn::Gt(x, hn::Zero(d));
+    // ±inf x: 0·inf = NaN where the scalar definition has it too (y = 1 at +inf, y = 0 at −inf).
+    loss = hn::MulAdd(A, l1p, hn::Mul(x, hn::IfThenElse(positive, one_m_y, hn::Neg(pw_y))));
+    const VD aq = hn::Mul(A, hn::Mul(e, inv_u));
+    dloss = hn::IfThenElse(positive, hn::Sub(one_m_y, aq), hn::Sub(aq, pw_y));
   }
 };
 
@@ -217,96 +208,91 @@ struct ChunkResult {
   std::int64_t bad = 0;   // invalid data values in the chunk
 };
 
-/// The chunk [begin, end) on the scalar ElementwiseOp<L> (partial vectors, per-column pos_weight,
-/// losses without a vector twin). Adds to r.
-template <class Op, class IO>
-void scalar_elements(const ElementwiseProblem& p, std::int64_t begin, std::int64_t end, float* loss_none,
-                     typename IO::storage* grad, double grad_factor, ChunkResult& r) {
-  using S = typename IO::storage;
-  constexpr bool kPerColumn = std::is_same<Op, ElementwiseOp<Loss::BCEWithLogits>>::value;
-  const S* x = static_cast<const S*>(p.input);
-  const S* y = static_cast<const S*>(p.target);
-  const S* w = static_cast<const S*>(p.weight);
-  const float* pos_col = kPerColumn ? p.params.pos_weight_per_column : nullptr;
-  const std::int64_t columns = p.params.columns;
-  ElementwiseOpParams<double> op;
-  op.delta = p.params.delta;
-  op.beta = p.params.beta;
-  op.pos_weight = p.params.pos_weight;
-  std::int64_t col = (pos_col != nullptr && columns > 0) ? begin % columns : 0;
-  for (std::int64_t i = begin; i < end; ++i) {
-    const double xi = IO::load(x, i);  // read before grad[i] is written (grad may alias x)
-    const double yi = IO::load(y, i);
-    const double wi = w != nullptr ? IO::load(w, i) : 1.0;
-    if (kPerColumn && pos_col != nullptr) {
-      op.pos_weight = static_cast<double>(pos_col[col]);
-      if (++col == columns) col = 0;
-    }
-    double wl, g;
-    bool valid = true;
-    if constexpr (Op::kHasInvalidInputs) valid = Op::valid(xi);
-    if (valid) {
-      double l, dl;
-      Op::eval(xi, yi, op, l, dl);
-      wl = wi * l;
-      g = wi * dl * grad_factor;
-    } else {
-      ++r.bad;
-      wl = std::numeric_limits<double>::quiet_NaN();
-      g = 0.0;
-    }
-    r.sum += wl;
-    if (loss_none != nullptr) loss_none[i] = static_cast<float>(wl);
-    if (grad != nullptr) IO::store(grad, i, g);
-  }
-}
-
-/// The chunk [begin, end): whole vectors on VecOp<L>, then the rest on the scalar op.
+/// The chunk [begin, end) on VecOp<L>: whole vectors in place; the last partial vector is copied
+/// into lane buffers (padded with zeros, a valid input of every loss), computed the same way and
+/// copied back, so every element of every chunk gets the same vector arithmetic. bce_with_logits'
+/// per-column pos_weight becomes a vector of each lane's column weight.
 template <class Op, class IO>
 ChunkResult chunk_elements(const ElementwiseProblem& p, std::int64_t begin, std::int64_t end, float* loss_none,
                            typename IO::storage* grad, double grad_factor) {
   using S = typename IO::storage;
   using V = VecOp<Op>;
-  ChunkResult r;
-  std::int64_t i = begin;
-  if constexpr (V::kVectorised) {
-    const bool per_column = p.loss == Loss::BCEWithLogits && p.params.pos_weight_per_column != nullptr;
-    if (!per_column) {
-      const DD d;
-      const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
-      const S* x = static_cast<const S*>(p.input);
-      const S* y = static_cast<const S*>(p.target);
-      const S* w = static_cast<const S*>(p.weight);
-      const VParams op{hn::Set(d, p.params.delta), hn::Set(d, p.params.beta), hn::Set(d, p.params.pos_weight)};
-      const VD factor = hn::Set(d, grad_factor);
-      const VD nan = hn::Set(d, std::numeric_limits<double>::quiet_NaN());
-      VD acc = hn::Zero(d);
-      for (; i + lanes <= end; i += lanes) {
-        const VD xv = VecIo<IO>::Load(d, x + i);
-        const VD yv = VecIo<IO>::Load(d, y + i);
-        VD l, dl;
-        V::eval(d, xv, yv, op, l, dl);
-        if (w != nullptr) {
-          const VD wv = VecIo<IO>::Load(d, w + i);
-          l = hn::Mul(wv, l);
-          dl = hn::Mul(wv, dl);
-        }
-        VD g = hn::Mul(dl, factor);
-        if constexpr (Op::kHasInvalidInputs) {
-          const MD valid = V::valid(d, xv);
-          l = hn::IfThenElse(valid, l, nan);
-          g = hn::IfThenElseZero(valid, g);
-          r.bad += static_cast<std::int64_t>(hn::CountTrue(d, hn::Not(valid)));
-        }
-        acc = hn::Add(acc, l);
-        if (loss_none != nullptr) VecIo<Io<DType::Float32>>::Store(d, loss_none + i, l);
-        if (grad != nullptr) VecIo<IO>::Store(d, grad + i, g);
-      }
-      r.sum = SumLanes(d, acc);
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const S* x = static_cast<const S*>(p.input);
+  const S* y = static_cast<const S*>(p.target);
+  const S* w = static_cast<const S*>(p.weight);
+  constexpr bool kPerColumn = std::is_same<Op, ElementwiseOp<Loss::BCEWithLogits>>::value;
+  const float* pos_col = kPerColumn ? p.params.pos_weight_per_column : nullptr;
+  const std::int64_t columns = p.params.columns;
+  std::int64_t col = pos_col != nullptr ? begin % columns : 0;
+  VParams op{hn::Set(d, p.params.delta), hn::Set(d, p.params.beta), hn::Set(d, p.params.pos_weight)};
+  const VD factor = hn::Set(d, grad_factor);
+  const VD nan = hn::Set(d, std::numeric_limits<double>::quiet_NaN());
+  VD acc = hn::Zero(d);
+  std::int64_t bad = 0;
+  // One vector of elements: xs, ys, ws (may be null) in, ls (may be null), gs (may be null) out.
+  // The partial last vector passes the mask of its live lanes (padding adds nothing to the sums).
+  const auto step = [&](const S* xs, const S* ys, const S* ws, float* ls, S* gs, auto partial, MD live) __attribute__((always_inline)) {
+    const VD xv = VecIo<IO>::Load(d, xs);  // read before gs is written (grad may alias x)
+    const VD yv = VecIo<IO>::Load(d, ys);
+    VD l, dl;
+    V::eval(d, xv, yv, op, l, dl);
+    if (ws != nullptr) {
+      const VD wv = VecIo<IO>::Load(d, ws);
+      l = hn::Mul(wv, l);
+      dl = hn::Mul(wv, dl);
     }
+    VD g = hn::Mul(dl, factor);
+    if constexpr (Op::kHasInvalidInputs) {
+      const MD valid = V::valid(d, xv);
+      l = hn::IfThenElse(valid, l, nan);
+      g = hn::IfThenElseZero(valid, g);
+      bad += static_cast<std::int64_t>(hn::CountTrue(d, decltype(partial)::value ? hn::AndNot(valid, live) : hn::Not(valid)));
+    }
+    acc = hn::Add(acc, decltype(partial)::value ? hn::IfThenElseZero(live, l) : l);
+    if (ls != nullptr) VecIo<Io<DType::Float32>>::Store(d, ls, l);
+    if (gs != nullptr) VecIo<IO>::Store(d, gs, g);
+  };
+  using Whole = std::false_type;
+  using Partial = std::true_type;
+  // bce_with_logits' per-column pos_weight: the lanes' column weights for the next `lanes` elements.
+  const auto next_pos_weights = [&] {
+    HWY_ALIGN double pw[hn::MaxLanes(DD())];
+    for (std::int64_t k = 0; k < lanes; ++k) {
+      pw[k] = static_cast<double>(pos_col[col]);
+      if (++col == columns) col = 0;
+    }
+    op.pos_weight = hn::Load(d, pw);
+  };
+  const MD all = hn::FirstN(d, static_cast<std::size_t>(lanes));
+  std::int64_t i = begin;
+  if (pos_col != nullptr) {
+    for (; i + lanes <= end; i += lanes) {
+      next_pos_weights();
+      step(x + i, y + i, w != nullptr ? w + i : nullptr, loss_none != nullptr ? loss_none + i : nullptr,
+           grad != nullptr ? grad + i : nullptr, Whole(), all);
+    }
+  } else if (w == nullptr && loss_none == nullptr && grad != nullptr) {  // the common call: no weights, reduced loss
+    for (; i + lanes <= end; i += lanes) step(x + i, y + i, nullptr, nullptr, grad + i, Whole(), all);
+  } else {
+    for (; i + lanes <= end; i += lanes)
+      step(x + i, y + i, w != nullptr ? w + i : nullptr, loss_none != nullptr ? loss_none + i : nullptr,
+           grad != nullptr ? grad + i : nullptr, Whole(), all);
   }
-  scalar_elements<Op, IO>(p, i, end, loss_none, grad, grad_factor, r);
-  return r;
+  if (i < end) {
+    if (pos_col != nullptr) next_pos_weights();
+    const std::size_t rest = static_cast<std::size_t>(end - i);
+    S xs[hn::MaxLanes(DD())] = {}, ys[hn::MaxLanes(DD())] = {}, ws[hn::MaxLanes(DD())] = {}, gs[hn::MaxLanes(DD())];
+    float ls[hn::MaxLanes(DD())];
+    std::memcpy(xs, x + i, rest * sizeof(S));
+    std::memcpy(ys, y + i, rest * sizeof(S));
+    if (w != nullptr) std::memcpy(ws, w + i, rest * sizeof(S));
+    step(xs, ys, w != nullptr ? ws : nullptr, ls, gs, Partial(), hn::FirstN(d, rest));
+    if (loss_none != nullptr) std::memcpy(loss_none + i, ls, rest * sizeof(float));
+    if (grad != nullptr) std::memcpy(grad + i, gs, rest * sizeof(S));
+  }
+  return ChunkResult{SumLanes(d, acc), bad};
 }
 
 /// One pass over every element. `loss_none` (may be null) receives w·l as float32; `grad`

@@ -261,6 +261,159 @@ double kl_divisor(const RowwiseProblem& p) {
   return 1.0;
 }
 
+// ---- cross_entropy, sparse labels, rows split across threads ------------------------------------
+// Few long rows (N < kSplitRows, C ≥ kSplitColumns, no softcap) would leave threads idle with one
+// row per task, so each row is cut into segments at fixed columns (a function of C only):
+//   1. per segment s (parallel): m_s = max z, S_s = Σ e^{z − m_s}, Σ w_c z_c (label smoothing), NaN seen;
+//   2. per row (in segment order): M = max m_s, Σe = Σ_s S_s·e^{m_s − M}, lse = M + log Σe, the loss;
+//   3. per segment (parallel): the gradient e^{z − M}·a − ε/C·w_c (− b at the label), exp recomputed.
+// Segment boundaries and the combine order never depend on the thread count, so neither do results.
+constexpr std::int64_t kSplitRows = 16;
+constexpr std::int64_t kSplitColumns = 16384;
+
+/// Columns per segment: at least 8192, at most 16 segments per row, a multiple of 64.
+inline std::int64_t split_segment(std::int64_t C) {
+  const std::int64_t sixteenth = (C + 15) / 16;
+  const std::int64_t seg = sixteenth > 8192 ? sixteenth : 8192;
+  return (seg + 63) / 64 * 64;
+}
+
+bool split_cross_entropy(const RowwiseProblem& p) {
+  return p.labels != nullptr && p.params.softcap == 0.0 && p.rows < kSplitRows && p.classes >= kSplitColumns;
+}
+
+struct SegmentStats {
+  double max = -kInf, sum_e = 0.0, sum_wz = 0.0;
+  bool nan = false;
+};
+
+template <class IO>
+Status cross_entropy_sparse_split(const RowwiseProblem& p, const LossOutputs& out, int threads, double W,
+                                  const LabelScale& scale) {
+  using S = typename IO::storage;
+  const std::int64_t N = p.rows, C = p.classes, stride = p.row_stride;
+  const std::int64_t seg = split_segment(C), segs = chunk_count(C, seg);
+  const S* x = static_cast<const S*>(p.input);
+  S* grad = static_cast<S*>(out.grad);
+  const float* cw = p.class_weight;
+  const double eps = p.params.label_smoothing, zl = p.params.z_loss;
+  const double inv_c = 1.0 / static_cast<double>(C);
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+
+  // 1. Segment statistics.
+  std::vector<SegmentStats> stats(static_cast<std::size_t>(N * segs));
+  const bool ok1 = parallel_for_chunks(N * segs, threads, [&] {
+    return [&](std::int64_t task) {
+      const std::int64_t n = task / segs, c0 = task % segs * seg, len = c0 + seg < C ? seg : C - c0;
+      const S* xr = x + n * stride + c0;
+      SegmentStats& st = stats[static_cast<std::size_t>(task)];
+      st.max = row_max(InputRow<IO>{xr}, len);
+      const VD mb = hn::Set(d, st.max);
+      VD sv = hn::Zero(d);
+      MD nan = hn::FirstN(d, 0);
+      std::int64_t c = 0;
+      for (; c + lanes <= len; c += lanes) {
+        const VD z = VecIo<IO>::Load(d, xr + c);
+        nan = hn::Or(nan, hn::IsNaN(z));
+        sv = hn::Add(sv, ExpNonPositive(d, hn::Sub(z, mb)));
+      }
+      st.sum_e = SumLanes(d, sv);
+      st.nan = !hn::AllFalse(d, nan);
+      for (; c < len; ++c) {
+        const double z = IO::load(xr, c);
+        st.nan = st.nan || std::isnan(z);
+        st.sum_e += std::exp(z - st.max);
+      }
+      if (st.max == -kInf) st.sum_e = 0.0;  // only −inf (or NaN, flagged): no contribution
+      if (eps > 0.0) {
+        for (std::int64_t k = 0; k < len; ++k) {
+          const double wc = class_weight_at(cw, c0 + k);
+          if (wc != 0.0) st.sum_wz += wc * IO::load(xr, k);  // a zero-weight class contributes exactly 0
+        }
+      }
+    };
+  });
+  if (!ok1) return Status::OutOfMemory;
+
+  // 2. Rows: lse, Σe, loss (segment order).
+  std::vector<double> lse(static_cast<std::size_t>(N)), sum_e(static_cast<std::size_t>(N)), maxima(static_cast<std::size_t>(N));
+  float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
+  double total = 0.0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    const SegmentStats* st = stats.data() + n * segs;
+    double M = -kInf, sum_wz = 0.0;
+    bool nan = false;
+    for (std::int64_t s = 0; s < segs; ++s) {
+      M = st[s].max > M ? st[s].max : M;
+      nan = nan || st[s].nan;
+      sum_wz += st[s].sum_wz;
+    }
+    double l, se;
+    if (std::isinf(M)) {  // as row_logsumexp: ±inf, NaN with a NaN entry; Σe = NaN (inf − inf)
+      l = nan ? kNaN : M;
+      se = kNaN;
+    } else {
+      se = 0.0;
+      for (std::int64_t s = 0; s < segs; ++s)
+        if (st[s].max != -kInf) se += st[s].sum_e * std::exp(st[s].max - M);
+      if (nan) se = kNaN;
+      l = M + std::log(se);
+    }
+    lse[static_cast<std::size_t>(n)] = l;
+    sum_e[static_cast<std::size_t>(n)] = se;
+    maxima[static_cast<std::size_t>(n)] = M;
+    if (out.lse != nullptr) out.lse[n] = static_cast<float>(l);
+    const std::int64_t y = load_label(p.labels, p.label_dtype, n);
+    const bool ignored = y == p.params.ignore_index, valid = !ignored && y >= 0 && y < C;
+    double loss = ignored ? 0.0 : kNaN;
+    if (valid)
+      loss = sparse_ce_row_loss(l, IO::load(x + n * stride, y), class_weight_at(cw, y), W, sum_wz, eps, inv_c, zl);
+    if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
+    total += ignored ? 0.0 : loss;
+  }
+
+  // 3. Gradient segments (each reads its logits before writing them: grad may alias the input).
+  if (grad != nullptr) {
+    const bool ok3 = parallel_for_chunks(N * segs, threads, [&] {
+      return [&](std::int64_t task) {
+        const std::int64_t n = task / segs, c0 = task % segs * seg, len = c0 + seg < C ? seg : C - c0;
+        const S* xr = x + n * stride + c0;
+        S* gr = grad + n * stride + c0;
+        const std::int64_t y = load_label(p.labels, p.label_dtype, n);
+        const bool valid = y != p.params.ignore_index && y >= 0 && y < C;
+        const double w_y = valid ? class_weight_at(cw, y) : 0.0;
+        if (!valid || scale.zero_grad || sparse_ce_grad_is_zero(w_y, eps, zl)) {
+          store_zero_row<IO>(gr, len);
+          return;
+        }
+        const double M = maxima[static_cast<std::size_t>(n)];
+        const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse[static_cast<std::size_t>(n)]);
+        const double a = k.a / sum_e[static_cast<std::size_t>(n)];
+        const double z_y = y >= c0 && y < c0 + len ? IO::load(xr, y - c0) : 0.0;
+        const auto grad_at = [&](double e_c, std::int64_t c) {
+          double g = e_c * a;
+          if (c == y) g -= k.b;
+          if (k.e > 0.0) g -= k.e * class_weight_at(cw, c);
+          return g * scale.factor;
+        };
+        std::int64_t c = store_grad_row<IO>(gr, len, nullptr, 0.0, scale.factor, [&](DD dd, std::int64_t cc) {
+          VD g = hn::Mul(ExpNonPositive(dd, hn::Sub(VecIo<IO>::Load(dd, xr + cc), hn::Set(dd, M))), hn::Set(dd, a));
+          if (k.e > 0.0) {
+            const VD wc = cw != nullptr ? hn::PromoteTo(dd, hn::LoadU(DF(), cw + c0 + cc)) : hn::Set(dd, 1.0);
+            g = hn::Sub(g, hn::Mul(hn::Set(dd, k.e), wc));
+          }
+          return g;
+        });
+        for (; c < len; ++c) IO::store(gr, c, grad_at(std::exp(IO::load(xr, c) - M), c0 + c));
+        if (y >= c0 && y < c0 + len) IO::store(gr, y - c0, grad_at(std::exp(z_y - M), y));
+      };
+    });
+    if (!ok3) return Status::OutOfMemory;
+  }
+  return finish(p, out, total, scale.stats.weight_sum, scale.stats.bad);
+}
+
 // ---- cross_entropy, sparse labels --------------------------------------------------------------
 template <class IO>
 Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int threads) {
@@ -279,6 +432,7 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
     for (std::int64_t c = 0; c < C; ++c) W += static_cast<double>(cw[c]);
   }
   const LabelScale scale = label_scale(p);
+  if (split_cross_entropy(p)) return cross_entropy_sparse_split<IO>(p, out, threads, W, scale);
   const bool zero_grad = scale.zero_grad;
   const double factor = scale.factor;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;

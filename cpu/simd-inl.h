@@ -3,9 +3,11 @@
 // special values the loss definitions rely on.
 //
 // Included once per Highway target by the foreach_target.h files (cpu/elementwise.cpp,
-// cpu/rowwise.cpp), hence the toggle guard instead of #pragma once. Everything is computed in
-// double, as the scalar path does, so a result differs from the scalar path's only by the vector
-// libm's error (≤ 4 ulp of double), far below one ulp of float/half/bfloat16.
+// cpu/rowwise.cpp, tests/cpu/test_simd_math.cpp), hence the toggle guard instead of #pragma once.
+// Everything is computed in double, as the scalar path does; the math differs from the scalar
+// libm by at most ~1e-13 relative (ExpNonPositive, Log1pAndReciprocal: polynomials sized for
+// float outputs) or ≤ 4 ulp of double (Highway's contrib math), far below one ulp of
+// float/half/bfloat16.
 #if defined(FUSEDLOSS_CPU_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef FUSEDLOSS_CPU_SIMD_INL_H_
 #undef FUSEDLOSS_CPU_SIMD_INL_H_
@@ -34,23 +36,60 @@ using MD = hn::Mask<DD>;
 // ---- math with IEEE special values (Highway's contrib math leaves NaN/inf/overflow to the caller)
 
 /// e^x for x ≤ 0 (the exponentials of the losses: e^{−|x|}, e^{−2|r|}, e^{z − max}); NaN stays
-/// NaN. Highway's reduction and polynomial (1 ulp), with a cheaper reconstruction than its Exp:
-/// k = round(x/ln 2) comes from the low bits of x/ln 2 + 1.5·2^52 (no int conversions), and 2^k
-/// is one exponent-field add, valid for k ≥ −1022. Below x = −708 the result is flushed to 0: it
-/// is < 2^−1021 there and vanishes in every float output and in each sum it joins (≥ e^0 = 1 for
-/// a softmax, or added to terms of order 1 for the elementwise losses).
+/// NaN. Sized for float/half/bfloat16 outputs and double sums, not for double results: relative
+/// error < 2^−43 (7.4e-14; tests/cpu/test_simd_accuracy.cpp). x = k·ln 2 + r, |r| ≤ ln 2/2, with
+/// k = round(x/ln 2) from the low bits of x/ln 2 + 1.5·2^52 (no int conversions); e^r = 1 + r +
+/// r²·Q(r), Q of degree 7 (Chebyshev interpolation of (e^r − 1 − r)/r², tools in the test's
+/// comment); 2^k is one exponent-field add, valid for k ≥ −1022. Below x = −708 the result is
+/// flushed to 0: it is < 2^−1021 there and vanishes in every float output and in each sum it
+/// joins (≥ e^0 = 1 for a softmax, or added to terms of order 1 for the elementwise losses).
 HWY_INLINE VD ExpNonPositive(DD d, VD x) {
   const hn::RebindToUnsigned<DD> du;
   const VD magic = hn::Set(d, 6755399441055744.0);  // 1.5·2^52: adding it rounds to an integer
   const VD t = hn::MulAdd(x, hn::Set(d, 1.442695040888963407359924681), magic);
   const VD k = hn::Sub(t, magic);
-  // x − k·ln 2 in two parts (Highway's ExpReduce constants), then e^r − 1 by its polynomial.
+  // x − k·ln 2 in two parts (Highway's ExpReduce constants).
   VD r = hn::MulAdd(k, hn::Set(d, -0.6931471805596629565116018), x);
   r = hn::MulAdd(k, hn::Set(d, -0.28235290563031577122588448175e-12), r);
-  const VD p = hn::Add(hwy::HWY_NAMESPACE::impl::ExpImpl<double>{}.ExpPoly(d, r), hn::Set(d, 1.0));
-  const auto scale = hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52));
-  const VD y = hn::Mul(p, hn::BitCast(d, scale));
+  VD q = hn::Set(d, 2.7617564785876086e-06);
+  q = hn::MulAdd(q, r, hn::Set(d, 2.4867870179687727e-05));
+  q = hn::MulAdd(q, r, hn::Set(d, 0.00019841224599656011));
+  q = hn::MulAdd(q, r, hn::Set(d, 0.0013888839110572009));
+  q = hn::MulAdd(q, r, hn::Set(d, 0.00833333334420298));
+  q = hn::MulAdd(q, r, hn::Set(d, 0.04166666678626573));
+  q = hn::MulAdd(q, r, hn::Set(d, 0.16666666666662586));
+  q = hn::MulAdd(q, r, hn::Set(d, 0.4999999999995511));
+  const VD em1 = hn::MulAdd(hn::Mul(r, r), q, r);  // e^r − 1
+  const VD scale = hn::BitCast(d, hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52)));
+  const VD y = hn::MulAdd(em1, scale, scale);
   return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -708.0)), y);  // NaN x: NaN r, so NaN y
+}
+/// log1p(e) and 1/(1 + e) for e ∈ [0, 1] (NaN stays NaN), with ONE division: the pair every
+/// logistic loss needs (softplus and sigmoid share e = e^{−|x|}). fdlibm's log on u = 1 + e:
+/// u = 2^k·(1 + f) with k = 1 above √2, and log(1 + f) = 2·atanh(s), s = f/(2 + f) ∈ [−0.172,
+/// 0.172], by an odd polynomial of degree 11 (relative error < 2^−43). In terms of e:
+///   k = 0: s = e/(e + 2);  k = 1: s = (e − 1)/(e + 3)   (f = e or (e − 1)/2, exact, not 1 + e − 1),
+/// and s and 1/u come from the one reciprocal D = 1/(u·den): s = num·u·D, 1/u = den·D. Each is a
+/// few roundings of double (≤ ~4e-16 relative).
+HWY_INLINE void Log1pAndReciprocal(DD d, VD e, VD& log1p_e, VD& inv_u) {
+  const VD one = hn::Set(d, 1.0);
+  const MD big = hn::Gt(e, hn::Set(d, 0.41421356237309504880));  // u > √2: k = 1
+  const VD num = hn::IfThenElse(big, hn::Sub(e, one), e);
+  const VD den = hn::Add(num, hn::IfThenElse(big, hn::Set(d, 4.0), hn::Set(d, 2.0)));
+  const VD u = hn::Add(one, e);
+  const VD D = hn::Div(one, hn::Mul(u, den));
+  inv_u = hn::Mul(den, D);
+  const VD s = hn::Mul(hn::Mul(num, u), D);
+  const VD z = hn::Mul(s, s);
+  // log(1 + f) = 2s + s·z·G(z), G of degree 4 (Chebyshev interpolation of the atanh series on
+  // z ≤ 0.0295): relative error < 2^−43.
+  VD g = hn::Set(d, 0.19362653714202008);
+  g = hn::MulAdd(g, z, hn::Set(d, 0.22191400830308503));
+  g = hn::MulAdd(g, z, hn::Set(d, 0.2857175453591449));
+  g = hn::MulAdd(g, z, hn::Set(d, 0.3999999879733759));
+  g = hn::MulAdd(g, z, hn::Set(d, 0.6666666666737509));
+  const VD log1p_f = hn::MulAdd(hn::Mul(s, z), g, hn::Add(s, s));
+  log1p_e = hn::IfThenElse(big, hn::Add(log1p_f, hn::Set(d, 0.693147180559945309417232121458176568)), log1p_f);
 }
 /// e^x for any x: overflow gives +inf, NaN stays NaN (contrib: 1 ulp).
 HWY_INLINE VD Exp(DD d, VD x) {
@@ -170,10 +209,24 @@ struct VecIo<Io<DType::BFloat16>> {
     const hn::Vec<DU32> u = hn::ShiftLeft<16>(hn::PromoteTo(DU32(), hn::LoadU(DU16(), p)));
     return hn::PromoteTo(d, hn::BitCast(DF(), u));
   }
-  /// to_bfloat16 (nearest even, quiet NaN) of the round-to-odd float.
+  /// The correctly rounded (nearest even) bfloat16 of v. Common case, every lane's float normal or
+  /// zero/inf/NaN: round the double itself at bfloat16's last bit (bit 45: add half an ulp − 1 plus
+  /// the ulp's parity, clear the bits below), after which the float conversion is exact (or
+  /// overflows to ±inf, as bfloat16 does) and its top half is the bfloat16; NaN lanes skip the
+  /// rounding and convert to a quiet NaN. Otherwise: to_bfloat16 of the round-to-odd float.
   static void Store(DD d, std::uint16_t* p, VD v) {
     const DU32 du;
-    const hn::Vec<DU32> u = OddFloatBits(d, v);
+    if (hn::AllFalse(d, TinyForFloat(d, v))) {
+      const hn::RebindToUnsigned<DD> du64;
+      const auto bits = hn::BitCast(du64, v);
+      const auto half_ulp = hn::Add(hn::Set(du64, (std::uint64_t(1) << 44) - 1), hn::And(hn::ShiftRight<45>(bits), hn::Set(du64, 1)));
+      const auto rounded = hn::And(hn::Add(bits, half_ulp), hn::Set(du64, ~((std::uint64_t(1) << 45) - 1)));
+      const VD r = hn::IfThenElse(hn::IsNaN(v), v, hn::BitCast(d, rounded));
+      const hn::Vec<DU32> hi = hn::ShiftRight<16>(hn::BitCast(du, ToFloat(d, r)));
+      hn::StoreU(hn::DemoteTo(DU16(), hn::BitCast(DI32(), hi)), DU16(), p);
+      return;
+    }
+    const hn::Vec<DU32> u = RoundToOddBits(d, v);
     const hn::Vec<DU32> hi = hn::ShiftRight<16>(u);
     const hn::Vec<DU32> rounded = hn::ShiftRight<16>(hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hi, hn::Set(du, 1u)))));
     const auto nan = hn::RebindMask(du, hn::IsNaN(hn::BitCast(DF(), u)));

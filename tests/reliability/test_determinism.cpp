@@ -107,6 +107,17 @@ std::vector<Workload> workloads() {
     w.push_back({"cross_entropy f32 600x257 mean", [c, p = c->problem()](int t) { return run(p, true, true, t); }});
   }
   {
+    // Few long rows: each row is split into segments across threads (cpu/rowwise.cpp).
+    auto c = std::make_shared<RowCase>(RowKind::CE, DType::BFloat16, 5, 70001);
+    c->input = random_buf(DType::BFloat16, 5 * 70001, -6, 6, 111);
+    for (std::int64_t n = 0; n < 5; ++n) c->labels[n] = n == 3 ? -100 : (n * 13577) % 70001;
+    c->class_weight.assign(70001, 1.0f);
+    for (int j = 0; j < 70001; j += 7) c->class_weight[j] = 0.25f;
+    c->params.label_smoothing = 0.05;
+    c->reduction = Reduction::Mean;
+    w.push_back({"cross_entropy bf16 5x70001 mean (split rows)", [c, p = c->problem()](int t) { return run(p, true, true, t); }});
+  }
+  {
     auto c = std::make_shared<ElemCase>(Loss::Huber, DType::BFloat16, 3 * 32768 + 5);
     c->x = random_buf(DType::BFloat16, c->n, -3, 3, 102);
     c->y = random_buf(DType::BFloat16, c->n, -3, 3, 103);
