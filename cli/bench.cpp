@@ -65,18 +65,6 @@ double traffic_bytes(const BenchCase& c) {
   }
 }
 
-double buffer_set_bytes(const BenchCase& c) {
-  const double e = static_cast<double>(fusedloss::dtype_size(c.dtype));
-  const double n = static_cast<double>(c.n);
-  double bytes = n * e;                       // input
-  if (!c.inplace) bytes += n * e;             // gradient
-  if (c.reduction == Reduction::None) bytes += loss_output_bytes(c);
-  if (!c.rowwise) return bytes + n * e * (c.weighted ? 2.0 : 1.0);  // target (+ weight)
-  const bool labels = c.loss == Loss::NLL || (c.loss == Loss::CrossEntropy && !c.soft);
-  if (labels) return bytes + static_cast<double>(c.rows) * static_cast<double>(fusedloss::dtype_size(c.label_dtype));
-  return bytes + n * e;  // dense target
-}
-
 double reduce_divisor(const BenchCase& c) {
   switch (c.reduction) {
     case Reduction::Mean:

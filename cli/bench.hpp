@@ -38,8 +38,6 @@ struct BenchCase {
 ///   nll: gradient written, the N label entries and N picked inputs read;
 ///   kl_div / kl_div_logits: input and target read, gradient written.
 double traffic_bytes(const BenchCase& c);
-/// Bytes of one set of buffers (everything the case allocates per rotation slot).
-double buffer_set_bytes(const BenchCase& c);
 /// The divisor of the case's reduction (1 for sum / none).
 double reduce_divisor(const BenchCase& c);
 /// How many sets of `set_bytes` to rotate through so that at least `rotate_bytes` are touched (1 to 64).

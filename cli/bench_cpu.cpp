@@ -211,7 +211,8 @@ class CpuDevice {
   void for_each(std::int64_t count, std::int64_t work, const F& f) {
     team_.run(work, kMinItemsPerThread, [&](int tid, int nt) {
       const auto range = ThreadTeam::slice(count, tid, nt);
-      for (std::int64_t i = range.first; i < range.second; ++i) f(i);
+      const F body = f;  // a private copy: its pointers cannot alias the stores, so the loop vectorises
+      for (std::int64_t i = range.first; i < range.second; ++i) body(i);
     });
   }
   /// f(r, c) row by row, rows sliced over the team.
@@ -219,8 +220,9 @@ class CpuDevice {
   void for_each_2d(std::int64_t rows, std::int64_t cols, const F& f) {
     team_.run(rows * cols, kMinItemsPerThread, [&](int tid, int nt) {
       const auto range = ThreadTeam::slice(rows, tid, nt);
+      const F body = f;
       for (std::int64_t r = range.first; r < range.second; ++r)
-        for (std::int64_t c = 0; c < cols; ++c) f(r, c);
+        for (std::int64_t c = 0; c < cols; ++c) body(r, c);
     });
   }
   /// Σ term(i): per-thread partial sums in double, added in thread order.
@@ -229,8 +231,9 @@ class CpuDevice {
     std::vector<double> partial(static_cast<std::size_t>(team_.size()), 0.0);
     team_.run(work, kMinItemsPerThread, [&](int tid, int nt) {
       const auto range = ThreadTeam::slice(count, tid, nt);
+      const F body = term;
       double s = 0;
-      for (std::int64_t i = range.first; i < range.second; ++i) s += term(i);
+      for (std::int64_t i = range.first; i < range.second; ++i) s += body(i);
       partial[static_cast<std::size_t>(tid)] = s;
     });
     double total = 0;
