@@ -8,7 +8,10 @@ Reads one or more JSON files written by `fusedloss bench --json` and/or
     y = effective bandwidth in GB/s (the bytes the fused call must move / median time);
   * one line per implementation (fused, unfused baseline, torch_eager, torch_compile, liger)
     and dtype (solid f32, dashed bf16, dotted f16);
-  * the same run's copy bandwidth drawn in grey as the ceiling.
+  * the same run's copy bandwidth drawn in grey as the ceiling;
+  * the fused call's bytes moved / the minimum it must move (right axis, purple x / + / tri) where the
+    run counted them (the emulated device); where the file gives only the model (bytes moved =
+    the minimum) the panel says so instead.
 
 Usage:
   python3 bench/plot.py bench/results/h100.json bench/results/h100-torch.json -o bench/results/h100.png
@@ -30,6 +33,7 @@ IMPL_STYLE = {  # colour, label
 }
 DTYPE_STYLE = {"f32": "-", "bf16": "--", "f16": ":"}
 MARKERS = {"f32": "o", "bf16": "s", "f16": "^"}
+TRAFFIC_MARKERS = {"f32": "x", "bf16": "+", "f16": "1"}
 
 
 def load(paths):
@@ -61,6 +65,31 @@ def shape_label(shape):
     if n > 0 and n & (n - 1) == 0:
         return f"2^{int(math.log2(n))}"
     return str(n)
+
+
+def draw_traffic(ax, recs, dtypes):
+    """The fused call's bytes moved / minimum on a right-hand axis, where they were counted."""
+    fused = [r for r in recs if r["impl"] == "fused" and "bytes_moved_to_minimum" in r]
+    measured = [r for r in fused if r.get("bytes_moved_source", "").startswith("measured")]
+    if not measured:
+        if fused:
+            ax.text(0.01, 0.01, "bytes moved: model (= the minimum), not counted on this device",
+                    transform=ax.transAxes, fontsize=6, color="0.4")
+        return
+    right = ax.twinx()
+    top = 0.0
+    for dtype in dtypes:
+        pts = sorted((r["elements"], r["bytes_moved_to_minimum"]) for r in measured if r["dtype"] == dtype)
+        if not pts:
+            continue
+        top = max(top, max(p[1] for p in pts))
+        right.plot([p[0] for p in pts], [p[1] for p in pts], color="#9467bd", linestyle="none",
+                   marker=TRAFFIC_MARKERS.get(dtype, "x"), markersize=7, label=f"bytes moved / minimum {dtype} (counted)")
+    right.axhline(1.0, color="#9467bd", linestyle=":", linewidth=1, alpha=0.6)
+    right.set_ylim(0, max(2.2, 1.15 * top))
+    right.set_ylabel("bytes moved / minimum (emulated-device count)", color="#9467bd", fontsize=8)
+    right.tick_params(axis="y", colors="#9467bd", labelsize=7)
+    right.legend(fontsize=7, loc="lower right")
 
 
 def main(argv=None):
@@ -116,6 +145,7 @@ def main(argv=None):
                     colour, name = IMPL_STYLE[impl]
                     ax.plot(xs, ys, color=colour, linestyle=DTYPE_STYLE.get(dtype, "-"),
                             marker=MARKERS.get(dtype, "o"), markersize=4, label=f"{name} {dtype}")
+        draw_traffic(ax, recs, dtypes)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(ticks))
         ax.set_xticklabels([ticks[t] for t in sorted(ticks)], rotation=30, ha="right", fontsize=8)

@@ -1,4 +1,4 @@
-// `fusedloss bench`: the sweep, the CPU timer, the table and the JSON.
+// `fusedloss bench`: the sweep, the table and the JSON (the runners: bench_harness.hpp).
 #include "cli/bench.hpp"
 
 #include <unistd.h>
@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,15 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <thread>
 
-#include "cli/bench_data.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
-#include "fusedloss/detail/elementwise_ops.hpp"
-#include "fusedloss/detail/rowwise_ops.hpp"
+#include "cli/traffic.hpp"
 
 #ifndef FUSEDLOSS_CLI_VERSION
 #define FUSEDLOSS_CLI_VERSION "unknown"
@@ -70,18 +65,6 @@ double traffic_bytes(const BenchCase& c) {
   }
 }
 
-double buffer_set_bytes(const BenchCase& c) {
-  const double e = static_cast<double>(fusedloss::dtype_size(c.dtype));
-  const double n = static_cast<double>(c.n);
-  double bytes = n * e;                       // input
-  if (!c.inplace) bytes += n * e;             // gradient
-  if (c.reduction == Reduction::None) bytes += loss_output_bytes(c);
-  if (!c.rowwise) return bytes + n * e * (c.weighted ? 2.0 : 1.0);  // target (+ weight)
-  const bool labels = c.loss == Loss::NLL || (c.loss == Loss::CrossEntropy && !c.soft);
-  if (labels) return bytes + static_cast<double>(c.rows) * static_cast<double>(fusedloss::dtype_size(c.label_dtype));
-  return bytes + n * e;  // dense target
-}
-
 double reduce_divisor(const BenchCase& c) {
   switch (c.reduction) {
     case Reduction::Mean:
@@ -117,444 +100,16 @@ Timing summarize(std::vector<double> ms) {
   return t;
 }
 
-// ---------------------------------------------------------------------------------------------
-// CPU timer
-
-namespace {
-
-/// A team of persistent threads: run(f) calls f(tid, size) on every member (the caller is 0)
-/// and returns when all are done. Used for the STREAM-style copy, the unfused baseline and the
-/// data fill, so none of them pays thread start-up per call.
-class ThreadTeam {
- public:
-  explicit ThreadTeam(int n) : size_(std::max(1, n)) {
-    for (int t = 1; t < size_; ++t) workers_.emplace_back([this, t] { loop(t); });
-  }
-  ~ThreadTeam() {
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      stop_ = true;
-      ++generation_;
-    }
-    start_.notify_all();
-    for (std::thread& w : workers_) w.join();
-  }
-  int size() const { return size_; }
-  /// Runs f(tid, active) on `active` = clamp(items / min_items, 1, size()) members: small jobs
-  /// run inline on the caller instead of paying thread wake-ups (as STREAM would with big arrays).
-  void run(std::int64_t items, std::int64_t min_items, const std::function<void(int, int)>& f) {
-    const int active = static_cast<int>(std::clamp<std::int64_t>(items / std::max<std::int64_t>(1, min_items), 1, size_));
-    if (active == 1) {
-      f(0, 1);
-      return;
-    }
-    const std::function<void(int, int)> part = [&](int tid, int) {
-      if (tid < active) f(tid, active);
-    };
-    run_all(part);
-  }
-
- private:
-  void run_all(const std::function<void(int, int)>& f) {
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      job_ = &f;
-      pending_ = size_ - 1;
-      ++generation_;
-    }
-    start_.notify_all();
-    f(0, size_);
-    std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-    job_ = nullptr;
-  }
-
- public:
-  /// [begin, end) of `count` items for member `tid`.
-  static std::pair<std::int64_t, std::int64_t> slice(std::int64_t count, int tid, int size) {
-    const std::int64_t per = count / size, extra = count % size;
-    const std::int64_t begin = tid * per + std::min<std::int64_t>(tid, extra);
-    return {begin, begin + per + (tid < extra ? 1 : 0)};
-  }
-
- private:
-  void loop(int tid) {
-    std::uint64_t seen = 0;
-    for (;;) {
-      const std::function<void(int, int)>* job = nullptr;
-      {
-        std::unique_lock<std::mutex> lock(m_);
-        start_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (stop_) return;
-        job = job_;
-      }
-      (*job)(tid, size_);
-      {
-        std::lock_guard<std::mutex> lock(m_);
-        if (--pending_ == 0) done_.notify_one();
-      }
-    }
-  }
-
-  int size_;
-  std::vector<std::thread> workers_;
-  std::mutex m_;
-  std::condition_variable start_, done_;
-  const std::function<void(int, int)>* job_ = nullptr;
-  std::uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
-};
-
-inline float ld(const float* p, std::int64_t i) { return p[i]; }
-inline float ld(const fusedloss::half_t* p, std::int64_t i) { return fusedloss::to_float(p[i]); }
-inline float ld(const fusedloss::bfloat16_t* p, std::int64_t i) { return fusedloss::to_float(p[i]); }
-inline void st(float* p, std::int64_t i, float v) { p[i] = v; }
-inline void st(fusedloss::half_t* p, std::int64_t i, float v) { p[i] = fusedloss::to_half(v); }
-inline void st(fusedloss::bfloat16_t* p, std::int64_t i, float v) { p[i] = fusedloss::to_bfloat16(v); }
-
-template <class F>
-void with_storage(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float16: f(static_cast<fusedloss::half_t*>(nullptr)); return;
-    case DType::BFloat16: f(static_cast<fusedloss::bfloat16_t*>(nullptr)); return;
-    default: f(static_cast<float*>(nullptr)); return;
-  }
+CallTraffic measure_call_traffic(const std::function<void()>& call) {
+  const TrafficMeasurement m = measure_call(call, TrafficFloor{});
+  CallTraffic t;
+  t.measured = true;
+  t.bytes_read = static_cast<double>(m.total.requested_read);
+  t.bytes_written = static_cast<double>(m.total.requested_written);
+  t.sector_bytes = 32.0 * static_cast<double>(m.total.sectors_read + m.total.sectors_written);
+  t.launches = static_cast<int>(m.kernels.size());
+  return t;
 }
-
-std::int64_t label_at(const void* labels, DType dtype, std::int64_t i) {
-  return dtype == DType::Int32 ? static_cast<const std::int32_t*>(labels)[i] : static_cast<const std::int64_t*>(labels)[i];
-}
-
-struct HostSet {
-  std::vector<unsigned char> x, y, w, labels, grad, loss;
-};
-
-std::int64_t cpu_cache_bytes() {
-  std::int64_t best = 0;
-  for (int i = 0; i < 8; ++i) {
-    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size");
-    std::string s;
-    if (!(f >> s) || s.empty()) continue;
-    std::int64_t mult = 1;
-    if (s.back() == 'K') mult = 1024;
-    if (s.back() == 'M') mult = 1024 * 1024;
-    if (mult != 1) s.pop_back();
-    try {
-      best = std::max<std::int64_t>(best, static_cast<std::int64_t>(std::stoll(s)) * mult);
-    } catch (...) {
-    }
-  }
-  return best;
-}
-
-std::string cpu_model_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const std::size_t colon = line.find(':');
-      if (colon != std::string::npos) {
-        std::string name = line.substr(colon + 1);
-        while (!name.empty() && name.front() == ' ') name.erase(name.begin());
-        return name;
-      }
-    }
-  }
-  return "unknown CPU";
-}
-
-/// Below these sizes a CPU pass runs on fewer threads (one per this many bytes / items).
-constexpr std::int64_t kMinBytesPerThread = 256 * 1024;
-constexpr std::int64_t kMinItemsPerThread = 64 * 1024;
-
-class CpuRunner : public BenchRunner {
- public:
-  explicit CpuRunner(int threads)
-      : threads_(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())), team_(threads_) {}
-
-  BenchDevice device() const override {
-    BenchDevice d;
-    d.backend = "cpu";
-    d.name = cpu_model_name();
-    d.threads = threads_;
-    d.cache_bytes = cpu_cache_bytes();
-    return d;
-  }
-
-  bool has_baseline(const BenchCase& c) const override { return has_unfused_baseline(c); }
-
-  CaseResult run(const BenchCase& c, const BenchSettings& s) override {
-    CaseResult r;
-    r.buffer_sets = rotation_sets(s.rotate_bytes, buffer_set_bytes(c));
-    std::vector<HostSet> sets(static_cast<std::size_t>(r.buffer_sets));
-    for (int k = 0; k < r.buffer_sets; ++k) allocate_and_fill(c, sets[static_cast<std::size_t>(k)], 1000 + k);
-
-    // Fused: the library's CPU path.
-    fusedloss::ExecutionConfig cfg;
-    cfg.backend = fusedloss::Backend::CPU;
-    cfg.cpu_threads = threads_;
-    auto fused_once = [&](int i) {
-      HostSet& set = sets[static_cast<std::size_t>(i % r.buffer_sets)];
-      const fusedloss::Status st = call_fused(c, set, cfg);
-      if (st != fusedloss::Status::Success)
-        throw RuntimeFailure(std::string("fused call failed: ") + fusedloss::status_string(st));
-    };
-    r.fused = time_it(fused_once, s);
-    if (c.reduction != Reduction::None) {
-      float v;
-      std::memcpy(&v, sets[0].loss.data(), 4);
-      r.fused_loss = v;
-    }
-
-    // Copy: a STREAM-style parallel copy of traffic/2 bytes (it moves the same traffic).
-    const std::size_t copy_bytes = static_cast<std::size_t>(traffic_bytes(c) / 2);
-    const int copy_sets = rotation_sets(s.rotate_bytes, 2.0 * copy_bytes);
-    std::vector<std::vector<unsigned char>> src(static_cast<std::size_t>(copy_sets)), dst(src.size());
-    for (std::size_t k = 0; k < src.size(); ++k) {
-      src[k].assign(copy_bytes, static_cast<unsigned char>(k + 1));
-      dst[k].assign(copy_bytes, 0);
-    }
-    auto copy_once = [&](int i) {
-      const std::size_t k = static_cast<std::size_t>(i % copy_sets);
-      unsigned char* d = dst[k].data();
-      const unsigned char* sp = src[k].data();
-      team_.run(static_cast<std::int64_t>(copy_bytes), kMinBytesPerThread, [&](int tid, int nt) {
-        const auto range = ThreadTeam::slice(static_cast<std::int64_t>(copy_bytes), tid, nt);
-        std::memcpy(d + range.first, sp + range.first, static_cast<std::size_t>(range.second - range.first));
-      });
-    };
-    r.copy = time_it(copy_once, s);
-    src.clear();
-    dst.clear();
-
-    // Unfused baseline: naive separate passes over the data, same threads.
-    if (s.baseline && has_baseline(c)) {
-      r.unfused_name = c.rowwise ? "naive multi-pass loops" : "naive two-pass loop (loss pass, gradient pass)";
-      auto unfused_once = [&](int i) { unfused(c, sets[static_cast<std::size_t>(i % r.buffer_sets)]); };
-      r.unfused = time_it(unfused_once, s);
-      r.unfused_loss = unfused(c, sets[0]);
-      // With an in-place gradient the inputs were overwritten: the two values are not comparable.
-      r.has_loss_values = c.reduction != Reduction::None && !c.inplace;
-    }
-    return r;
-  }
-
- private:
-  template <class F>
-  Timing time_it(F&& once, const BenchSettings& s) {
-    for (int i = 0; i < s.warmup; ++i) once(i);
-    std::vector<double> ms;
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < std::max(1, s.repeats); ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      once(s.warmup + i);
-      const auto t1 = std::chrono::steady_clock::now();
-      ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-      const double elapsed = std::chrono::duration<double>(t1 - start).count();
-      if (ms.size() >= 3 && elapsed > s.max_case_seconds) break;
-    }
-    return summarize(std::move(ms));
-  }
-
-  void fill_values(std::vector<unsigned char>& buf, DType dtype, std::int64_t n, const bench_data::Fill& f,
-                   std::uint64_t seed) {
-    buf.assign(static_cast<std::size_t>(n) * fusedloss::dtype_size(dtype), 0);
-    unsigned char* base = buf.data();
-    team_.run(n, kMinItemsPerThread, [&](int tid, int nt) {
-      const auto range = ThreadTeam::slice(n, tid, nt);
-      with_storage(dtype, [&](auto* tag) {
-        using T = std::remove_pointer_t<decltype(tag)>;
-        T* p = reinterpret_cast<T*>(base);
-        for (std::int64_t i = range.first; i < range.second; ++i)
-          st(p, i, bench_data::fill_value(f, seed, static_cast<std::uint64_t>(i)));
-      });
-    });
-  }
-
-  void allocate_and_fill(const BenchCase& c, HostSet& set, std::uint64_t seed) {
-    const std::int64_t n = c.n;
-    fill_values(set.x, c.dtype, n, bench_data::input_fill(c.loss), seed);
-    const bool labels = c.rowwise && (c.loss == Loss::NLL || (c.loss == Loss::CrossEntropy && !c.soft));
-    if (labels) {
-      set.labels.assign(static_cast<std::size_t>(c.rows) * fusedloss::dtype_size(c.label_dtype), 0);
-      const bench_data::Fill f = bench_data::label_fill(c.classes);
-      for (std::int64_t i = 0; i < c.rows; ++i) {
-        const std::int64_t v = bench_data::fill_label(f, seed + 7, static_cast<std::uint64_t>(i));
-        if (c.label_dtype == DType::Int32) {
-          const std::int32_t v32 = static_cast<std::int32_t>(v);
-          std::memcpy(set.labels.data() + 4 * i, &v32, 4);
-        } else {
-          std::memcpy(set.labels.data() + 8 * i, &v, 8);
-        }
-      }
-    } else {
-      fill_values(set.y, c.dtype, n, bench_data::target_fill(c.loss, std::max<std::int64_t>(1, c.classes)), seed + 7);
-    }
-    if (c.weighted && !c.rowwise) fill_values(set.w, c.dtype, n, bench_data::weight_fill(), seed + 13);
-    if (!c.inplace) set.grad.assign(static_cast<std::size_t>(n) * fusedloss::dtype_size(c.dtype), 0);
-    set.loss.assign(static_cast<std::size_t>(loss_output_bytes(c)), 0);
-  }
-
-  static fusedloss::Status call_fused(const BenchCase& c, HostSet& set, const fusedloss::ExecutionConfig& cfg) {
-    BenchBuffers b;
-    b.x = set.x.data();
-    b.y = c.rowwise && set.y.empty() ? nullptr : set.y.data();
-    b.w = set.w.data();
-    b.labels = set.labels.empty() ? nullptr : set.labels.data();
-    b.grad = set.grad.data();
-    b.loss = reinterpret_cast<float*>(set.loss.data());
-    return with_bench_problem(c, b, [&](const auto& p, const auto& out) { return fusedloss::compute(p, out, cfg); });
-  }
-
-  /// Naive unfused reference timing: each stage is its own full pass over the data.
-  double unfused(const BenchCase& c, HostSet& set) {
-    double value = 0;
-    with_storage(c.dtype, [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      const T* x = reinterpret_cast<const T*>(set.x.data());
-      const T* y = reinterpret_cast<const T*>(set.y.data());
-      const T* w = c.weighted ? reinterpret_cast<const T*>(set.w.data()) : nullptr;
-      T* g = reinterpret_cast<T*>(c.inplace ? set.x.data() : set.grad.data());
-      float* loss_none = reinterpret_cast<float*>(set.loss.data());
-      if (!c.rowwise) {
-        fusedloss::detail::visit_elementwise_op(c.loss, [&](auto op) {
-          value = unfused_elementwise<decltype(op)>(c, x, y, w, g, loss_none);
-        });
-      } else if (c.loss == Loss::CrossEntropy) {
-        value = unfused_cross_entropy(c, x, set.labels.data(), g, loss_none);
-      } else if (c.loss == Loss::NLL) {
-        value = unfused_nll(c, x, set.labels.data(), g, loss_none);
-      } else if (c.loss == Loss::KLDiv) {
-        value = unfused_kl_div(c, x, y, g, loss_none);
-      }
-    });
-    return value;
-  }
-
-  /// One pass: body(i) for i in [0, count), the range sliced over the team. `work` (the items the
-  /// pass touches) sets how many threads run (see ThreadTeam::run).
-  template <class Body>
-  void parallel_for(std::int64_t work, std::int64_t count, const Body& body) {
-    team_.run(work, kMinItemsPerThread, [&](int tid, int nt) {
-      const auto range = ThreadTeam::slice(count, tid, nt);
-      for (std::int64_t i = range.first; i < range.second; ++i) body(i);
-    });
-  }
-
-  /// One pass returning Σ term(i) over [0, count): per-thread partial sums in double, added in
-  /// thread order.
-  template <class Term>
-  double parallel_sum(std::int64_t work, std::int64_t count, const Term& term) {
-    std::vector<double> partial(static_cast<std::size_t>(team_.size()), 0.0);
-    team_.run(work, kMinItemsPerThread, [&](int tid, int nt) {
-      const auto range = ThreadTeam::slice(count, tid, nt);
-      double sum = 0;
-      for (std::int64_t i = range.first; i < range.second; ++i) sum += term(i);
-      partial[static_cast<std::size_t>(tid)] = sum;
-    });
-    double total = 0;
-    for (double p : partial) total += p;
-    return total;
-  }
-
-  template <class Op, class T>
-  double unfused_elementwise(const BenchCase& c, const T* x, const T* y, const T* w, T* g, float* loss_none) {
-    const fusedloss::detail::ElementwiseOpParams<float> params{};
-    const bool none = c.reduction == Reduction::None;
-    const double total = parallel_sum(c.n, c.n, [&](std::int64_t i) {  // pass 1: the loss
-      float l, d;
-      Op::eval(ld(x, i), ld(y, i), params, l, d);
-      if (w) l *= ld(w, i);
-      if (none) loss_none[i] = l;
-      return l;
-    });
-    float scale = static_cast<float>(1.0 / reduce_divisor(c));
-    double value = total / reduce_divisor(c);
-    if (c.loss == Loss::RMSE) {
-      value = std::sqrt(total / static_cast<double>(c.n));
-      scale = value > 0 ? static_cast<float>(1.0 / (2.0 * static_cast<double>(c.n) * value)) : 0.0f;
-    }
-    parallel_for(c.n, c.n, [&](std::int64_t i) {  // pass 2: the gradient
-      float l, d;
-      Op::eval(ld(x, i), ld(y, i), params, l, d);
-      d *= scale;
-      if (w) d *= ld(w, i);
-      st(g, i, d);
-    });
-    return value;
-  }
-
-  template <class T>
-  double unfused_cross_entropy(const BenchCase& c, const T* z, const void* labels, T* g, float* loss_none) {
-    const std::int64_t N = c.rows, C = c.classes;
-    std::vector<float> row_max(static_cast<std::size_t>(N)), lse(static_cast<std::size_t>(N));
-    parallel_for(N * C, N, [&](std::int64_t n) {  // pass 1: row max
-      float m = -INFINITY;
-      for (std::int64_t k = 0; k < C; ++k) m = std::max(m, ld(z, n * C + k));
-      row_max[static_cast<std::size_t>(n)] = m;
-    });
-    parallel_for(N * C, N, [&](std::int64_t n) {  // pass 2: logsumexp
-      const float m = row_max[static_cast<std::size_t>(n)];
-      float s = 0;
-      for (std::int64_t k = 0; k < C; ++k) s += std::exp(ld(z, n * C + k) - m);
-      lse[static_cast<std::size_t>(n)] = m + std::log(s);
-    });
-    const double total = parallel_sum(N * C, N, [&](std::int64_t n) {  // pass 3: the loss (nll of log_softmax)
-      const std::int64_t y = label_at(labels, c.label_dtype, n);
-      const float l = lse[static_cast<std::size_t>(n)] - ld(z, n * C + y);
-      if (c.reduction == Reduction::None) loss_none[n] = l;
-      return l;
-    });
-    const float scale = static_cast<float>(1.0 / reduce_divisor(c));
-    parallel_for(N * C, N, [&](std::int64_t n) {  // pass 4: the gradient softmax − one-hot
-      const std::int64_t y = label_at(labels, c.label_dtype, n);
-      const float l = lse[static_cast<std::size_t>(n)];
-      for (std::int64_t k = 0; k < C; ++k)
-        st(g, n * C + k, (std::exp(ld(z, n * C + k) - l) - (k == y ? 1.0f : 0.0f)) * scale);
-    });
-    return total / reduce_divisor(c);
-  }
-
-  template <class T>
-  double unfused_nll(const BenchCase& c, const T* x, const void* labels, T* g, float* loss_none) {
-    const std::int64_t N = c.rows, C = c.classes;
-    const double total = parallel_sum(N * C, N, [&](std::int64_t n) {  // pass 1: the loss
-      const float l = -ld(x, n * C + label_at(labels, c.label_dtype, n));
-      if (c.reduction == Reduction::None) loss_none[n] = l;
-      return l;
-    });
-    const float scale = static_cast<float>(1.0 / reduce_divisor(c));
-    team_.run(N * C, kMinItemsPerThread, [&](int tid, int nt) {  // pass 2: zero the gradient, pass 3: scatter −scale
-      const auto range = ThreadTeam::slice(N, tid, nt);
-      for (std::int64_t i = range.first * C; i < range.second * C; ++i) st(g, i, 0.0f);
-    });
-    parallel_for(N * C, N,
-                 [&](std::int64_t n) { st(g, n * C + label_at(labels, c.label_dtype, n), -scale); });
-    return total / reduce_divisor(c);
-  }
-
-  template <class T>
-  double unfused_kl_div(const BenchCase& c, const T* q, const T* p, T* g, float* loss_none) {
-    const double total = parallel_sum(c.n, c.n, [&](std::int64_t i) {  // pass 1: the loss
-      float dq;
-      const float l = fusedloss::detail::kl_div_element(ld(q, i), ld(p, i), false, dq);
-      if (c.reduction == Reduction::None) loss_none[i] = l;
-      return l;
-    });
-    const float scale = static_cast<float>(1.0 / reduce_divisor(c));
-    parallel_for(c.n, c.n, [&](std::int64_t i) { st(g, i, -ld(p, i) * scale); });  // pass 2: the gradient −p
-    return total / reduce_divisor(c);
-  }
-
-  int threads_;
-  ThreadTeam team_;
-};
-
-}  // namespace
-
-std::unique_ptr<BenchRunner> make_cpu_runner(int threads) { return std::make_unique<CpuRunner>(threads); }
 
 #if !FUSEDLOSS_CLI_WITH_CUDA
 std::unique_ptr<BenchRunner> make_cuda_runner() { throw NoGpuError("--device cuda: this build of fusedloss has no CUDA path"); }
@@ -808,7 +363,11 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
                          {"rotate_bytes", settings.rotate_bytes},
                          {"timer", want_cuda ? "cuda events, one pair per call" : "steady_clock per call"},
                          {"bytes_model", "elementwise: x+y(+w) read + grad written; cross_entropy: N*C read + N*C "
-                                         "written + labels; copy moves the same bytes (bytes/2 copied)"}};
+                                         "written + labels; copy moves the same bytes (bytes/2 copied)"},
+                         {"bytes_moved", runner->measures_traffic()
+                                             ? "counted per fused call on the emulated device (bytes each warp request "
+                                               "asked for; sector_bytes_moved: in whole 32-byte sectors)"
+                                             : "model: the minimum (bytes); not counted on this device"}};
   doc["results"] = json::array();
 
   // ---- Run.
@@ -816,8 +375,8 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
   std::string header_line;
   {
     char buf[256];
-    std::snprintf(buf, sizeof buf, "%-16s %-5s %-14s %10s %9s %9s %6s %11s %8s", "loss", "dtype", "size", "fused ms",
-                  "GB/s", "copy GB/s", "ratio", "unfused ms", "speedup");
+    std::snprintf(buf, sizeof buf, "%-16s %-5s %-14s %10s %9s %9s %9s %6s %11s %8s", "loss", "dtype", "size",
+                  "fused ms", "GB/s", "moved/min", "copy GB/s", "ratio", "unfused ms", "speedup");
     header_line = buf;
     if (peers) header_line += "   torch ms  vs torch";
   }
@@ -826,6 +385,9 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
   if (device.emulated)
     std::printf("note: the emulated device runs the CUDA kernels on this CPU (sim/): these times are CPU "
                 "emulation times, NOT GPU times; they say nothing about a GPU's speed\n");
+  std::printf("moved/min: the bytes one fused call moved / the minimum it must move (the GB/s numerator); %s\n",
+              runner->measures_traffic() ? "counted on the emulated device, every access of every kernel"
+                                         : "'-': this device does not count accesses (the JSON gives the model)");
   std::printf("%s\n", header_line.c_str());
   std::fflush(stdout);
   int failures = 0;
@@ -876,9 +438,12 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
         rec["fused_speedup"] = ms / r.fused.median_ms;  // > 1: the fused call is faster
       }
     }
-    std::printf("%-16s %-5s %-14s %10.4f %9.1f %9.1f %6.2f %11s %8s", fusedloss::loss_name(c.loss),
-                fusedloss::dtype_name(c.dtype), c.shape_text().c_str(), r.fused.median_ms, fused_bw, copy_bw, ratio,
-                unfused_ms, speedup);
+    const double moved = r.traffic.measured ? r.traffic.bytes_read + r.traffic.bytes_written : bytes;
+    char moved_ratio[32] = "-";
+    if (r.traffic.measured) std::snprintf(moved_ratio, sizeof moved_ratio, "%.3f", moved / bytes);
+    std::printf("%-16s %-5s %-14s %10.4f %9.1f %9s %9.1f %6.2f %11s %8s", fusedloss::loss_name(c.loss),
+                fusedloss::dtype_name(c.dtype), c.shape_text().c_str(), r.fused.median_ms, fused_bw, moved_ratio,
+                copy_bw, ratio, unfused_ms, speedup);
     if (!want_cuda && !o.no_peers) std::printf(" %10s %9s", torch_ms, vs_torch);
     std::printf("\n");
     std::fflush(stdout);
@@ -911,6 +476,18 @@ int run_bench(const BenchOptions& o, const std::string& command_line) {
       return j;
     };
     json fused = record("fused", r.fused);
+    // Bytes moved next to the minimum: counted by the emulated device, else the model (= the minimum).
+    fused["bytes_moved"] = moved;
+    fused["bytes_moved_to_minimum"] = moved / bytes;
+    if (r.traffic.measured) {
+      fused["bytes_moved_source"] = "measured: emulated-device accounting of one call (" +
+                                    std::to_string(r.traffic.launches) + " launches, every access)";
+      fused["bytes_read"] = r.traffic.bytes_read;
+      fused["bytes_written"] = r.traffic.bytes_written;
+      fused["sector_bytes_moved"] = r.traffic.sector_bytes;
+    } else {
+      fused["bytes_moved_source"] = "model: the minimum bytes (this device does not count accesses)";
+    }
     if (c.reduction != Reduction::None) fused["loss_value"] = r.fused_loss;
     doc["results"].push_back(fused);
     if (r.unfused.valid) {

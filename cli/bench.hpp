@@ -1,9 +1,12 @@
-// fusedloss CLI — `fusedloss bench`: the pieces shared by the CPU timer (bench.cpp) and the
-// CUDA timer (bench_cuda.cu, compiled only with the CUDA path). Kept free of nlohmann-json and
-// CLI11 so the .cu file stays a plain nvcc translation unit.
+// fusedloss CLI — `fusedloss bench`: the cases, the runner interface and the pieces the sweep
+// (bench.cpp) and the runners share. The runners are one harness (bench_harness.hpp) over a CPU
+// device (bench_cpu.cpp) and a CUDA device (bench_cuda.cu, compiled only with the CUDA path, also
+// for the emulated device). Kept free of nlohmann-json and CLI11 so the .cu file stays a plain
+// nvcc translation unit.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,8 +38,6 @@ struct BenchCase {
 ///   nll: gradient written, the N label entries and N picked inputs read;
 ///   kl_div / kl_div_logits: input and target read, gradient written.
 double traffic_bytes(const BenchCase& c);
-/// Bytes of one set of buffers (everything the case allocates per rotation slot).
-double buffer_set_bytes(const BenchCase& c);
 /// The divisor of the case's reduction (1 for sum / none).
 double reduce_divisor(const BenchCase& c);
 /// How many sets of `set_bytes` to rotate through so that at least `rotate_bytes` are touched (1 to 64).
@@ -103,12 +104,24 @@ struct BenchSettings {
   double rotate_bytes = 0;        ///< rotate buffer sets until at least this many bytes are touched
 };
 
+/// What one fused call moved, where the device counts every access (the emulated device).
+struct CallTraffic {
+  bool measured = false;
+  double bytes_read = 0, bytes_written = 0;  ///< distinct bytes each warp-level request asked for
+  double sector_bytes = 0;                   ///< in whole 32-byte sectors (what DRAM would move)
+  int launches = 0;
+};
+/// Runs `call` (library calls on the CUDA path) on the emulated device and sums its launches'
+/// traffic; throws NoGpuError outside the emulated build.
+CallTraffic measure_call_traffic(const std::function<void()>& call);
+
 struct CaseResult {
   Timing fused, unfused, copy;
   double fused_loss = 0, unfused_loss = 0;  ///< the first set's loss value, reduced cases only
   bool has_loss_values = false;
   std::string unfused_name;  ///< e.g. "thrust transform_reduce + transform"; empty: no baseline
   int buffer_sets = 1;
+  CallTraffic traffic;  ///< not measured: the JSON reports the model (traffic_bytes)
 };
 
 struct BenchDevice {
@@ -130,6 +143,8 @@ class BenchRunner {
   virtual CaseResult run(const BenchCase& c, const BenchSettings& s) = 0;
   /// Whether the unfused baseline exists for a case.
   virtual bool has_baseline(const BenchCase& c) const = 0;
+  /// Whether run() counts the bytes a fused call moves (CaseResult::traffic).
+  virtual bool measures_traffic() const = 0;
 };
 
 std::unique_ptr<BenchRunner> make_cpu_runner(int threads);

@@ -742,6 +742,7 @@ TEST_F(Cli, BenchOnTheCpuWritesTableAndJson) {
                      "0", "--json", path("bench.json"), "--commit", "abc123", "--no-peers"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("copy GB/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("moved/min"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("cross_entropy"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("[1/"), std::string::npos) << r.err;  // progress lines
   const nlohmann::json doc = nlohmann::json::parse(slurp(path("bench.json")));
@@ -761,6 +762,11 @@ TEST_F(Cli, BenchOnTheCpuWritesTableAndJson) {
     EXPECT_GE(rec["bandwidth_gbps"].get<double>(), 0.0);
     if (impl != "copy") {
       EXPECT_TRUE(rec.contains("copy_bandwidth_gbps"));
+    }
+    if (impl == "fused") {  // the CPU counts no accesses: bytes moved is the model, the minimum
+      EXPECT_EQ(rec["bytes_moved"].get<double>(), rec["bytes"].get<double>());
+      EXPECT_EQ(rec["bytes_moved_to_minimum"].get<double>(), 1.0);
+      EXPECT_EQ(rec["bytes_moved_source"].get<std::string>().rfind("model", 0), 0u) << rec.dump();
     }
   }
   // 2 elementwise losses × 2 dtypes × 2 sizes + 3 row-wise × 2 dtypes × 1 shape.
