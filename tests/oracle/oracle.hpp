@@ -52,6 +52,11 @@ struct Result {
   // Number of data-dependent invalid values: BCE p outside [0,1] or NaN; labels outside [0,C) that are not
   // ignore_index.
   int64_t bad = 0;
+  // kl_div and kl_div_logits only (empty for every other loss, whose terms all have one sign): for each
+  // value of `loss`, the sum of the absolute values of the terms it is a sum of (p·log p and p·q; T²·p·log p
+  // and T²·p·log q), reduced like the loss. Terms of both signs cancel, so a computation's rounding error is
+  // relative to this, not to the (possibly tiny) loss.
+  std::vector<double> loss_terms;
 };
 
 struct ElemParams {
@@ -559,22 +564,28 @@ inline Result kl_div(int64_t N, int64_t C, const std::vector<double>& q_logprobs
 
   Result res;
   res.grad.assign(M, 0.0);
-  std::vector<real> items(M);
+  std::vector<real> items(M), terms(M);
   for (std::size_t i = 0; i < M; ++i) {
     const real q = q_logprobs[i], t = target[i];
     real l, coef;  // coef = the target probability p (= exp(t) with log_target)
     if (p.log_target) {
       coef = std::exp(t);
       l = detail::times(coef, t - q);
+      terms[i] = detail::times(coef, std::fabs(t)) + detail::times(coef, std::fabs(q));
     } else {
       coef = t;
       const real xlogy = (t == 0) ? real(0) : t * std::log(t);  // log(negative) = NaN, propagates
       l = xlogy - detail::times(t, q);
+      terms[i] = std::fabs(xlogy) + std::fabs(detail::times(t, q));
     }
     items[i] = l;
     res.grad[i] = static_cast<double>(-coef * factor);
   }
-  detail::reduce_into(res, items, red == Red::BatchMean ? Red::Mean : red, divisor);
+  const Red as = red == Red::BatchMean ? Red::Mean : red;
+  Result scale;
+  detail::reduce_into(scale, terms, as, divisor);
+  res.loss_terms = scale.loss;
+  detail::reduce_into(res, items, as, divisor);
   return res;
 }
 
@@ -598,7 +609,7 @@ inline Result kl_div_logits(int64_t N, int64_t C, const std::vector<double>& stu
 
   Result res;
   res.grad.assign(static_cast<std::size_t>(N * C), 0.0);
-  std::vector<real> rowloss(static_cast<std::size_t>(N), 0);
+  std::vector<real> rowloss(static_cast<std::size_t>(N), 0), rowterms(static_cast<std::size_t>(N), 0);
   std::vector<real> a(static_cast<std::size_t>(C)), b(static_cast<std::size_t>(C));
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) {
@@ -606,16 +617,22 @@ inline Result kl_div_logits(int64_t N, int64_t C, const std::vector<double>& stu
       b[c] = real(student[static_cast<std::size_t>(n * C + c)]) / T;
     }
     const real lse_a = detail::logsumexp(a.data(), C), lse_b = detail::logsumexp(b.data(), C);
-    real l = 0;
+    real l = 0, terms = 0;
     for (int64_t c = 0; c < C; ++c) {
       const real logp = a[c] - lse_a, logq = b[c] - lse_b;
       const real pc = std::exp(logp), qc = std::exp(logq);
       l += detail::times(pc, logp - logq);
+      terms += detail::times(pc, std::fabs(logp)) + detail::times(pc, std::fabs(logq));
       res.grad[static_cast<std::size_t>(n * C + c)] = static_cast<double>(T * (qc - pc) * factor);
     }
     rowloss[static_cast<std::size_t>(n)] = T * T * l;
+    rowterms[static_cast<std::size_t>(n)] = T * T * terms;
   }
-  detail::reduce_into(res, rowloss, red == Red::BatchMean ? Red::Mean : red, divisor);
+  const Red as = red == Red::BatchMean ? Red::Mean : red;
+  Result scale;
+  detail::reduce_into(scale, rowterms, as, divisor);
+  res.loss_terms = scale.loss;
+  detail::reduce_into(res, rowloss, as, divisor);
   return res;
 }
 

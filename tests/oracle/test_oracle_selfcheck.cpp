@@ -477,6 +477,12 @@ TEST(OracleHand, KlDiv) {
   }
   // negative p → NaN naturally
   EXPECT_TRUE(std::isnan(oracle::kl_div(1, 1, {0}, {-0.5}, Red::None).loss[0]));
+  // loss_terms: Σ|p·log p| + |p·q| per element, reduced like the loss
+  ASSERT_EQ(r.loss_terms.size(), 4u);
+  EXPECT_DOUBLE_EQ(r.loss_terms[0], 0.5 * std::log(2.0) + 0.5 * std::log(4.0));
+  EXPECT_EQ(r.loss_terms[2], 0);
+  EXPECT_DOUBLE_EQ(b.loss_terms.at(0), (r.loss_terms[0] + r.loss_terms[1] + r.loss_terms[2] + r.loss_terms[3]) / 2);
+  EXPECT_TRUE(oracle::cross_entropy(1, 2, {0, 1}, {0}, Red::Sum).loss_terms.empty());
 }
 
 TEST(OracleHand, KlDivLogits) {
@@ -493,6 +499,8 @@ TEST(OracleHand, KlDivLogits) {
   EXPECT_DOUBLE_EQ(r.loss.at(0), 4 * (0.5 * std::log(0.5 / q0) + 0.5 * std::log(0.5 / q1)));
   EXPECT_DOUBLE_EQ(r.grad[0], 2 * (q0 - 0.5));
   EXPECT_DOUBLE_EQ(r.grad[1], 2 * (q1 - 0.5));
+  // loss_terms: T²·Σ p·(|log p| + |log q|), the size of what the (small) loss is a difference of
+  EXPECT_DOUBLE_EQ(r.loss_terms.at(0), 4 * (0.5 * (std::log(2.0) - std::log(q0)) + 0.5 * (std::log(2.0) - std::log(q1))));
   auto m = oracle::kl_div_logits(1, 2, {0, 2}, {0, 0}, Red::Mean, p);
   EXPECT_DOUBLE_EQ(m.loss.at(0), r.loss[0] / 2);
   EXPECT_DOUBLE_EQ(m.grad[0], r.grad[0] / 2);
