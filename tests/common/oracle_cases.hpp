@@ -65,13 +65,13 @@ inline std::vector<ElemCase> elem_cases(const std::vector<std::int64_t>& sizes) 
 
 /// One case made concrete: the call (tu::Instance: dense values, host buffers, the problem over them)
 /// and the oracle's answer for it (tu::oracle_for).
-struct Setup {
+struct OracleCase {
   tu::Instance in;
   oracle::Result expected;
 };
 
-inline Setup make_elem(const ElemCase& c, tu::Rng& rng) {
-  Setup s;
+inline OracleCase make_elem(const ElemCase& c, tu::Rng& rng) {
+  OracleCase s;
   tu::Instance& in = s.in;
   const std::size_t n = static_cast<std::size_t>(c.n);
   in.fam = {c.loss, false};
@@ -170,8 +170,8 @@ inline std::vector<RowCase> row_cases(const std::vector<Shape>& f32_shapes, cons
   return v;
 }
 
-inline Setup make_row(const RowCase& c, tu::Rng& rng) {
-  Setup s;
+inline OracleCase make_row(const RowCase& c, tu::Rng& rng) {
+  OracleCase s;
   tu::Instance& in = s.in;
   const std::int64_t N = c.N, C = c.C;
   const std::size_t NC = static_cast<std::size_t>(N * C);

@@ -58,7 +58,7 @@ class OracleVsCpuElementwise : public ::testing::TestWithParam<ElemCase> {};
 TEST_P(OracleVsCpuElementwise, LossAndGradientMatch) {
   const ElemCase& c = GetParam();
   FL_SEEDED_RNG(rng);
-  const Setup s = make_elem(c, rng);
+  const OracleCase s = make_elem(c, rng);
   const oracle::Result& o = s.expected;
   const RunResult r = s.in.run(true, false, cpu());
 
@@ -89,7 +89,7 @@ class OracleVsCpuRowwise : public ::testing::TestWithParam<RowCase> {};
 TEST_P(OracleVsCpuRowwise, LossGradientAndLseMatch) {
   const RowCase& c = GetParam();
   FL_SEEDED_RNG(rng);
-  const Setup s = make_row(c, rng);
+  const OracleCase s = make_row(c, rng);
   const oracle::Result& o = s.expected;
   const fl::RowwiseProblem& p = s.in.r;
   const bool ce = p.loss == Loss::CrossEntropy;

@@ -135,12 +135,21 @@ DeviceRun run_cuda(const tu::Instance& in) {
 }
 
 /// Runs a case on the device; a failed call leaves the outputs empty (the comparisons then fail).
-DeviceRun run_checked(const Setup& s) {
+DeviceRun run_checked(const OracleCase& s) {
   EXPECT_EQ(s.expected.bad, 0);
   DeviceRun r = run_cuda(s.in);
   EXPECT_EQ(r.status, fl::Status::Success) << fl::status_string(r.status);
   EXPECT_EQ(r.errors, 0);
   return r;
+}
+
+/// T for a loss: the size of the terms it is a difference of (oracle::Result::loss_terms: lse and z_y
+/// of a cross_entropy row, p·log p and p·q of a KL, the log1p terms of msle), their mean over the
+/// values of a `none` result like the rule's mean|ref| floor; 0 where nothing cancels.
+double loss_term_scale(const oracle::Result& expected) {
+  double t = 0;
+  for (double v : expected.loss_terms) t += v / static_cast<double>(expected.loss_terms.size());
+  return t;
 }
 
 /// A float32 output (loss, lse) against the oracle's values; T: its term scale (cli/compare.hpp).
@@ -159,9 +168,9 @@ TEST_P(OracleVsCudaElementwise, LossAndGradientMatch) {
   if (!device_usable()) GTEST_SKIP() << "no usable CUDA device";
   const ElemCase& c = GetParam();
   FL_SEEDED_RNG(rng);
-  const Setup s = make_elem(c, rng);
+  const OracleCase s = make_elem(c, rng);
   const DeviceRun r = run_checked(s);
-  EXPECT_TRUE(f32_output_matches(r.loss, s.expected.loss, c.dtype, 0.0, "loss"));
+  EXPECT_TRUE(f32_output_matches(r.loss, s.expected.loss, c.dtype, loss_term_scale(s.expected), "loss"));
   EXPECT_TRUE(within_tolerance(raw_tensor(c.dtype, r.grad.data(), c.n), rounded_tensor(c.dtype, s.expected.grad),
                                CompareKind::Grad, c.dtype, fusedloss_cli::elementwise_term_scale(s.in.e)));
 }
@@ -184,14 +193,9 @@ TEST_P(OracleVsCudaRowwise, LossGradientAndLseMatch) {
   if (!device_usable()) GTEST_SKIP() << "no usable CUDA device";
   const RowCase& c = GetParam();
   FL_SEEDED_RNG(rng);
-  const Setup s = make_row(c, rng);
+  const OracleCase s = make_row(c, rng);
   const DeviceRun r = run_checked(s);
-  // kl_div / kl_div_logits sum terms of both signs: T for the loss is the size of those terms (their
-  // mean over the values of a `none` result, like the rule's mean|ref| floor).
-  const std::vector<double>& terms = s.expected.loss_terms;
-  double loss_terms = 0;
-  for (double t : terms) loss_terms += t / static_cast<double>(terms.size());
-  EXPECT_TRUE(f32_output_matches(r.loss, s.expected.loss, c.dtype, loss_terms, "loss"));
+  EXPECT_TRUE(f32_output_matches(r.loss, s.expected.loss, c.dtype, loss_term_scale(s.expected), "loss"));
   if (s.in.r.loss == fl::Loss::CrossEntropy) {
     EXPECT_TRUE(f32_output_matches(r.lse, s.expected.lse, c.dtype, fusedloss_cli::kLseTermScale, "lse"));
   }
