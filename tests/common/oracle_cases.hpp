@@ -200,13 +200,7 @@ inline OracleCase make_row(const RowCase& c, tu::Rng& rng) {
     in.class_weight.resize(static_cast<std::size_t>(C));
     for (float& w : in.class_weight) w = static_cast<float>(rng.uniform(0.2, 3));
   };
-  /// Probability rows (softmax of random logits) with ~10% exact zeros.
-  auto random_probs = [&]() {
-    Vec t = tu::softmax_rows(rng.normal_vec(NC, 0, 2), N, C);
-    for (double& v : t)
-      if (rng.bernoulli(0.1)) v = 0;
-    return t;
-  };
+  auto random_probs = [&]() { return tu::random_prob_rows(rng, N, C); };
 
   switch (c.kind) {
     case RowKind::SparseCE:

@@ -558,6 +558,13 @@ inline Vec softmax_rows(const Vec& logits, std::int64_t N, std::int64_t C) {
   for (double& v : out) v = std::exp(v);
   return out;
 }
+/// Random probability rows [N, C] (softmax of N(0, 2²) logits) with ~10% exact zeros.
+inline Vec random_prob_rows(Rng& rng, std::int64_t N, std::int64_t C) {
+  Vec t = softmax_rows(rng.normal_vec(static_cast<std::size_t>(N * C), 0, 2), N, C);
+  for (double& v : t)
+    if (rng.bernoulli(0.1)) v = 0;
+  return t;
+}
 
 // ------------------------------------------------------------------------------------------------------------
 // Loss families: one random, valid call of any loss (used by the property and edge tests)
@@ -678,12 +685,7 @@ inline Instance make_instance(Rng& rng, const Family& f, DType d, std::int64_t s
     in.r.reduction = red;
     if (red == Reduction::BatchMean && f.loss != Loss::KLDiv && f.loss != Loss::KLDivLogits)
       in.r.reduction = Reduction::Mean;
-    auto probs = [&] {
-      Vec t = softmax_rows(rng.normal_vec(NC, 0, 2), N, C);
-      for (double& v : t)
-        if (rng.bernoulli(0.1)) v = 0;
-      return t;
-    };
+    auto probs = [&] { return random_prob_rows(rng, N, C); };
     switch (f.loss) {
       case Loss::CrossEntropy:
         in.x = rng.normal_vec(NC, 0, 3);
