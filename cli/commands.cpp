@@ -46,28 +46,10 @@ namespace {
 
 /// T of cli/compare.hpp: the size of the terms the problem's gradient is a difference of.
 double term_scale_of(const HostProblem& p) {
-  if (!p.rowwise) return 0.0;
-  const Reduction red = p.spec.reduction;
-  double w_max = 1.0;
-  if (p.has_class_weight) {
-    w_max = 0.0;
-    for (std::int64_t c = 0; c < p.classes; ++c) w_max = std::max(w_max, std::fabs(get_value(p.class_weight, c)));
-  }
-  double divisor = 1.0;
-  if (red == Reduction::Mean && p.sparse) {
-    divisor = 0.0;
-    for (std::int64_t n = 0; n < p.rows; ++n) {
-      const auto y = static_cast<std::int64_t>(get_value(p.labels, n));
-      if (y != p.spec.rowwise.ignore_index && y >= 0 && y < p.classes)
-        divisor += p.has_class_weight ? get_value(p.class_weight, y) : 1.0;
-    }
-  } else if (red == Reduction::Mean) {
-    const bool kl = p.spec.loss == Loss::KLDiv || p.spec.loss == Loss::KLDivLogits;
-    divisor = static_cast<double>(p.rows) * (kl ? static_cast<double>(p.classes) : 1.0);
-  } else if (red == Reduction::BatchMean) {
-    divisor = static_cast<double>(p.rows);
-  }
-  return rowwise_term_scale(p.spec.loss, p.spec.grad_scale, divisor, w_max, p.spec.rowwise.temperature);
+  if (!p.rowwise)
+    return elementwise_term_scale(
+        elementwise_problem(p, p.input.data(), p.target.data(), p.weight.data(), p.pos_weight.data()));
+  return rowwise_term_scale(rowwise_problem(p, p.input.data(), p.labels.data(), p.target.data(), p.class_weight.data()));
 }
 
 std::string invalid_value_meaning(Loss loss) {
@@ -263,7 +245,7 @@ int run_validate(const ValidateOptions& o) {
   print_row("grad", grad, problem.input.shape, problem.dtype, tolerance_text(tol, "grad", problem.dtype));
   pass &= grad.pass();
   if (problem.has_lse()) {
-    const Comparison lse = compare(cuda.lse, cpu.lse, CompareKind::Loss, tol);
+    const Comparison lse = compare(cuda.lse, cpu.lse, CompareKind::Loss, tol, kLseTermScale);
     print_row("lse", lse, {problem.rows}, DType::Float32, tolerance_text(tol, "lse", DType::Float32));
     pass &= lse.pass();
   }

@@ -5,13 +5,26 @@
 //       |gpu − cpu| ≤ 1e-5 · max(|cpu|, mean|cpu|)                      (relative 1e-5)
 //     The mean|cpu| floor keeps per-row losses that are tiny next to their neighbours (a
 //     confidently right row of a `none` cross_entropy) from demanding more than fp32 can give.
+//     lse passes T = kLseTermScale = 1: lse = m + log Σ_c e^{z_c − m} with the sum ≥ 1, so the log's
+//     absolute error is the sum's relative error (a few fp32 ulps) whatever the lse's size: an lse
+//     near 0 (one logit at 0 far above the rest) is known to ~1e-7 absolutely, not relatively.
+//     A caller that knows the terms a loss value is a difference of passes their Σ|terms| as T (the
+//     term scale below): |gpu − cpu| ≤ 1e-5 · max(|cpu|, mean|cpu|, T). fp32 rounding is relative
+//     to those terms, not to a small result: p·log p − p·q of a kl_div, lse − z_y of a confidently
+//     right cross_entropy row, the log1p values of an msle of close values (the GPU tests take T
+//     from the float64 oracle's loss_terms). `fusedloss validate` sees only the values and passes
+//     no T, so a single such row can fail there although the GPU computes it as well as fp32 can.
 //   gradient, float32:   |gpu − cpu| ≤ 1e-6 · max(max|cpu grad|, T)        (1e-6 · scale)
 //     T, the term scale of a row-wise loss, is the size of the terms its gradient is a difference
 //     of (F·p_c·a − F·b·[c = y] − …, F = grad_scale / the mean's divisor): F · max class weight
 //     (· temperature for kl_div_logits). Where those terms cancel exactly (one class, C = 1: p = 1)
 //     the true gradient is 0 and any computation returns rounding noise of T's size (the CPU
 //     path's double gives ~1e-17, float32 gives 0 or ~1e-8): measuring against max|cpu grad|,
-//     itself that noise, would demand more than either precision holds. Elementwise losses: T = 0.
+//     itself that noise, would demand more than either precision holds. Elementwise losses: the two
+//     whose gradient is a difference cancel in the same way — bce_with_logits,
+//     (pw·y + 1 − y)·σ(x) − pw·y, T = F · max weight · 2·max(1, max pos_weight); msle,
+//     2·(log1p x − log1p y)/(1 + x), T = F · max weight (each term 2·log1p(u)/(1 + x) is below 1
+//     where the two are close); F = grad_scale / the mean's divisor. The others: T = 0.
 //   gradient, fp16/bf16: within 1 unit in the last place of the dtype of the CPU result (which is
 //     the correctly rounded double result), or within the fp32 bound above (for values so small
 //     that the fp32 computation's absolute error exceeds their ulp).
@@ -23,11 +36,15 @@
 #include <string>
 
 #include "cli/tensor.hpp"
+#include "fusedloss/api.hpp"
 
 namespace fusedloss_cli {
 
+/// T of the lse comparison (see above).
+constexpr double kLseTermScale = 1.0;
+
 struct Tolerance {
-  double loss_rel;      ///< loss / lse: |Δ| ≤ loss_rel · max(|ref|, mean|ref|)
+  double loss_rel;      ///< loss / lse: |Δ| ≤ loss_rel · max(|ref|, mean|ref|, T)
   double grad_abs;      ///< gradient: |Δ| ≤ grad_abs · max|ref|
   int grad_ulp;         ///< gradient: or |Δ| ≤ grad_ulp ulps of the dtype (0: not used)
 };
@@ -51,7 +68,8 @@ struct Comparison {
 };
 
 /// Compares `got` against `ref` (same dtype and shape). Loss arrays are float32; gradients are in
-/// the problem dtype, and ulps are counted in that dtype. term_scale: T above (gradients only).
+/// the problem dtype, and ulps are counted in that dtype. term_scale: T above (a gradient's term
+/// scale, or Σ|terms| of a reduced loss; 0: none).
 Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kind, const Tolerance& tol,
                    double term_scale = 0.0);
 
@@ -59,6 +77,17 @@ Comparison compare(const HostTensor& got, const HostTensor& ref, CompareKind kin
 /// (· temperature for kl_div_logits). divisor: what the reduction divides by (1 for sum/none).
 double rowwise_term_scale(fusedloss::Loss loss, double grad_scale, double divisor, double max_class_weight,
                           double temperature);
+
+/// T of the table above for an elementwise loss (0 for the losses whose gradient does not cancel).
+double elementwise_term_scale(fusedloss::Loss loss, double grad_scale, double divisor, double max_weight,
+                              double max_pos_weight);
+/// Same for a problem whose weights and pos_weight vector are host memory.
+double elementwise_term_scale(const fusedloss::ElementwiseProblem& host_problem);
+
+/// T for a row-wise problem whose labels and class weights are host memory: the divisor of its
+/// (resolved) reduction read from them (Σ w[y] over counted labels for a mean with labels). Used by
+/// `fusedloss validate` and by the GPU tests, so both hold a problem to the same T.
+double rowwise_term_scale(const fusedloss::RowwiseProblem& host_problem);
 
 /// Ulp distance between two values stored in `dtype` bit patterns (float32, float16, bfloat16).
 std::int64_t ulp_distance_bits(std::uint32_t a, std::uint32_t b, fusedloss::DType dtype);

@@ -394,8 +394,6 @@ HostProblem generate_problem(const LossSpec& spec, const std::vector<std::int64_
   return p;
 }
 
-namespace {
-
 fusedloss::ElementwiseProblem elementwise_problem(const HostProblem& h, const void* x, const void* y, const void* w,
                                                   const void* pw) {
   fusedloss::ElementwiseProblem p;
@@ -432,6 +430,10 @@ fusedloss::RowwiseProblem rowwise_problem(const HostProblem& h, const void* x, c
   p.params = h.spec.rowwise;
   return p;
 }
+
+namespace {
+
+
 
 Status call(const HostProblem& h, const void* x, const void* y, const void* w, const void* pw, const void* labels,
             const void* class_weight, const fusedloss::LossOutputs& out, const fusedloss::ExecutionConfig& cfg) {

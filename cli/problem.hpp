@@ -70,6 +70,13 @@ HostProblem generate_problem(const LossSpec& spec, const std::vector<std::int64_
 /// Parses "1000", "64x1000", "64,1000" into a shape; throws UsageError.
 std::vector<std::int64_t> parse_shape(const std::string& text, const std::string& what);
 
+/// The library's problem for an elementwise HostProblem, over the given data pointers (host or device).
+fusedloss::ElementwiseProblem elementwise_problem(const HostProblem& h, const void* x, const void* y, const void* w,
+                                                  const void* pw);
+/// The library's problem for a row-wise HostProblem, over the given data pointers (host or device).
+fusedloss::RowwiseProblem rowwise_problem(const HostProblem& h, const void* x, const void* labels, const void* target,
+                                          const void* class_weight);
+
 struct ProblemResult {
   HostTensor loss;  ///< float32, loss_shape()
   HostTensor grad;  ///< problem dtype, input shape (empty when not requested)

@@ -91,6 +91,52 @@ TEST(Compare, NonFiniteValuesMustMatch) {
   EXPECT_FALSE(compare(tensor(DType::Float32, {nan, -inf, 1}), ref, CompareKind::Loss, tol).pass());
 }
 
+TEST(Compare, LossTermScaleBoundsACancellingSum) {
+  const Tolerance tol = tolerance_for(DType::Float32);
+  // A kl_div sum of terms of size ~1 that cancel to 2e-9: fp32 knows it to ~1e-7, not relatively.
+  const HostTensor ref = tensor(DType::Float32, {2e-9});
+  const HostTensor got = tensor(DType::Float32, {0.0});
+  EXPECT_FALSE(compare(got, ref, CompareKind::Loss, tol).pass());
+  EXPECT_TRUE(compare(got, ref, CompareKind::Loss, tol, 1.4).pass());
+  EXPECT_FALSE(compare(tensor(DType::Float32, {2e-5}), ref, CompareKind::Loss, tol, 1.4).pass());
+}
+
+TEST(Compare, LseNearZeroIsHeldToAnAbsoluteBound) {
+  const Tolerance tol = tolerance_for(DType::Float32);
+  // lse of the row [0, -10] is log1p(e^-10) = 4.54e-5; m + log(s) in fp32 is off by ~ulp(1).
+  const HostTensor ref = tensor(DType::Float32, {4.5398899e-5, 4.5398899e-5});
+  const HostTensor got = tensor(DType::Float32, {4.5417706e-5, 4.5398899e-5});
+  EXPECT_FALSE(compare(got, ref, CompareKind::Loss, tol).pass());
+  EXPECT_TRUE(compare(got, ref, CompareKind::Loss, tol, kLseTermScale).pass());
+  EXPECT_FALSE(compare(tensor(DType::Float32, {6.6e-5, 4.5398899e-5}), ref, CompareKind::Loss, tol, kLseTermScale)
+                   .pass());
+  EXPECT_NE(tolerance_text(tol, "lse", DType::Float32).find(",1)"), std::string::npos);
+}
+
+TEST(Compare, RowwiseTermScaleReadsTheMeanDivisorFromTheLabels) {
+  const std::vector<std::int32_t> labels = {0, -100, 2, 7, 2};  // 7: out of range, -100: ignored
+  const std::vector<float> weights = {0.5f, 1.0f, 3.0f};
+  fusedloss::RowwiseProblem p;
+  p.loss = fusedloss::Loss::CrossEntropy;
+  p.rows = 5;
+  p.classes = 3;
+  p.labels = labels.data();
+  p.label_dtype = DType::Int32;
+  p.class_weight = weights.data();
+  p.reduction = fusedloss::Reduction::Mean;
+  p.grad_scale = -2.0;
+  // divisor = w[0] + w[2] + w[2] = 6.5; T = |grad_scale| / divisor · max w.
+  EXPECT_DOUBLE_EQ(rowwise_term_scale(p), 2.0 / 6.5 * 3.0);
+  p.reduction = fusedloss::Reduction::Sum;
+  EXPECT_DOUBLE_EQ(rowwise_term_scale(p), 2.0 * 3.0);
+  p.loss = fusedloss::Loss::KLDivLogits;
+  p.labels = nullptr;
+  p.class_weight = nullptr;
+  p.params.temperature = 2.0;
+  p.reduction = fusedloss::Reduction::Default;  // batchmean: / N
+  EXPECT_DOUBLE_EQ(rowwise_term_scale(p), 2.0 / 5.0 * 2.0);
+}
+
 TEST(Compare, IndexStringFollowsTheShape) {
   EXPECT_EQ(index_string(7, {3, 4}), "[1, 3]");
   EXPECT_EQ(index_string(0, {}), "[]");

@@ -558,6 +558,13 @@ inline Vec softmax_rows(const Vec& logits, std::int64_t N, std::int64_t C) {
   for (double& v : out) v = std::exp(v);
   return out;
 }
+/// Random probability rows [N, C] (softmax of N(0, 2²) logits) with ~10% exact zeros.
+inline Vec random_prob_rows(Rng& rng, std::int64_t N, std::int64_t C) {
+  Vec t = softmax_rows(rng.normal_vec(static_cast<std::size_t>(N * C), 0, 2), N, C);
+  for (double& v : t)
+    if (rng.bernoulli(0.1)) v = 0;
+  return t;
+}
 
 // ------------------------------------------------------------------------------------------------------------
 // Loss families: one random, valid call of any loss (used by the property and edge tests)
@@ -678,12 +685,7 @@ inline Instance make_instance(Rng& rng, const Family& f, DType d, std::int64_t s
     in.r.reduction = red;
     if (red == Reduction::BatchMean && f.loss != Loss::KLDiv && f.loss != Loss::KLDivLogits)
       in.r.reduction = Reduction::Mean;
-    auto probs = [&] {
-      Vec t = softmax_rows(rng.normal_vec(NC, 0, 2), N, C);
-      for (double& v : t)
-        if (rng.bernoulli(0.1)) v = 0;
-      return t;
-    };
+    auto probs = [&] { return random_prob_rows(rng, N, C); };
     switch (f.loss) {
       case Loss::CrossEntropy:
         in.x = rng.normal_vec(NC, 0, 3);
@@ -726,8 +728,8 @@ inline Instance make_instance(Rng& rng, const Family& f, DType d, std::int64_t s
   return in;
 }
 
-/// The oracle's answer for an instance (its current reduction and grad_scale).
-inline oracle::Result oracle_for(const Instance& in) {
+/// The oracle's answer for an instance (its grad_scale) under reduction `red` (Default: the loss's).
+inline oracle::Result oracle_for(const Instance& in, Reduction red) {
   if (!in.rowwise()) {
     oracle::ElemParams op;
     op.delta = in.e.params.delta;
@@ -735,7 +737,7 @@ inline oracle::Result oracle_for(const Instance& in) {
     op.pos_weight = in.e.params.pos_weight;
     op.pos_weight_col.assign(in.pos_col.begin(), in.pos_col.end());
     op.grad_scale = in.e.grad_scale;
-    const Reduction red = in.e.reduction == Reduction::Default ? Reduction::Mean : in.e.reduction;
+    if (red == Reduction::Default) red = Reduction::Mean;
     return oracle::elementwise(fl::loss_name(in.fam.loss), in.x, in.y, in.w, to_red(red), op);
   }
   oracle::RowParams op;
@@ -747,7 +749,6 @@ inline oracle::Result oracle_for(const Instance& in) {
   op.log_target = in.r.params.log_target;
   op.temperature = in.r.params.temperature;
   op.grad_scale = in.r.grad_scale;
-  Reduction red = in.r.reduction;
   if (red == Reduction::Default) red = in.fam.loss == Loss::KLDivLogits ? Reduction::BatchMean : Reduction::Mean;
   const oracle::Red rr = to_red(red);
   switch (in.fam.loss) {
@@ -758,6 +759,11 @@ inline oracle::Result oracle_for(const Instance& in) {
     case Loss::KLDiv: return oracle::kl_div(in.N, in.C, in.x, in.y, rr, op);
     default: return oracle::kl_div_logits(in.N, in.C, in.x, in.y, rr, op);
   }
+}
+
+/// The oracle's answer for an instance (its current reduction and grad_scale).
+inline oracle::Result oracle_for(const Instance& in) {
+  return oracle_for(in, in.rowwise() ? in.r.reduction : in.e.reduction);
 }
 
 }  // namespace tu

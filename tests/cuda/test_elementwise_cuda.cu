@@ -5,14 +5,8 @@
 // device buffer has guard elements on both sides that must still be poison afterwards, so an
 // unwritten element or an out-of-bounds write shows.
 //
-// Tolerances (GPU float32 arithmetic vs the CPU path's double arithmetic):
-//   * scalar and per-element loss: rel 1e-5 (+ 1e-6·w_max absolute for values that cancel to ~0);
-//   * f32 gradient: rel 1e-5 + 4e-6·|scale|·w_max·k, where scale is the gradient's factor
-//     (grad_scale, /n for mean, /(n·L) for rmse) and k = max(1, pos_weight, delta) — the
-//     "1e-6·scale" of the issue with headroom for the float32 cancellation in
-//     log1p(x) − log1p(y) (msle) and (pw·y + 1 − y)·σ(x) − pw·y (bce_with_logits);
-//   * f16/bf16 gradient: the f32 tolerance plus one unit in the last place of the dtype (the
-//     GPU rounds its float32 value once, the CPU rounds its double value once).
+// Tolerance: the one rule of `fusedloss validate` (cli/compare.hpp, through cuda/validate_tolerance.hpp)
+// for loss and gradient (an elementwise gradient has no term scale: T = 0).
 // Results that must be bit-identical (same kernel, different alignment / in-place / grid /
 // repetition / graph replay) are compared bitwise.
 #include <cuda_bf16.h>
@@ -39,6 +33,7 @@
 #include "fusedloss/types.hpp"
 #include "src/backend.hpp"
 #include "cuda/emulated_scale.hpp"
+#include "cuda/validate_tolerance.hpp"
 
 namespace {
 
@@ -138,33 +133,6 @@ void store_value(unsigned char* bytes, DType d, std::int64_t i, float v) {
   std::memcpy(bytes + 2 * i, &b, 2);
 }
 
-/// Spacing of the dtype's representable numbers at |v| (v finite).
-double ulp_of(DType d, double v) {
-  v = std::fabs(v);
-  if (d == DType::Float32) {
-    if (v < std::ldexp(1.0, -126)) return std::ldexp(1.0, -149);
-    int e;
-    std::frexp(v, &e);
-    return std::ldexp(1.0, e - 24);
-  }
-  if (d == DType::Float16) {
-    if (v < std::ldexp(1.0, -14)) return std::ldexp(1.0, -24);
-    int e;
-    std::frexp(v, &e);
-    return std::ldexp(1.0, e - 11);
-  }
-  if (v < std::ldexp(1.0, -126)) return std::ldexp(1.0, -133);
-  int e;
-  std::frexp(v, &e);
-  return std::ldexp(1.0, e - 8);
-}
-
-double max_finite(DType d) {
-  if (d == DType::Float16) return 65504.0;
-  if (d == DType::BFloat16) return 3.3895313892515355e38;
-  return std::numeric_limits<float>::max();
-}
-
 // ---- deterministic pseudo-random data ------------------------------------------------------
 
 __host__ __device__ inline std::uint64_t splitmix64(std::uint64_t x) {
@@ -216,7 +184,6 @@ struct HostData {
   std::vector<float> pos_weight;  // per column
   std::int64_t columns = 0;
   double delta = 1.0, beta = 1.0, pw = 1.0;
-  double k_mag = 1.0;  // max(1, pos_weight, delta): scales the gradient's absolute tolerance
 };
 
 HostData make_data(const Variant& v, DType dt, std::int64_t n, std::uint64_t seed) {
@@ -243,7 +210,6 @@ HostData make_data(const Variant& v, DType dt, std::int64_t n, std::uint64_t see
     case Loss::BCEWithLogits: h.pw = 1.5; break;
     default: break;
   }
-  h.k_mag = std::max({1.0, h.delta, h.pw, v.pos_col ? 2.5 : 1.0});
   const bool minus_one_labels = (seed & 1) != 0;
   for (std::int64_t i = 0; i < n; ++i) {
     const double u0 = uniform01(seed, 0, i), u1 = uniform01(seed, 1, i), u2 = uniform01(seed, 2, i);
@@ -307,7 +273,8 @@ struct Result {
 
 // ---- the CPU reference -----------------------------------------------------------------------
 
-Result cpu_run(const HostData& h, Reduction red, bool weights, double grad_scale, bool with_grad = true) {
+/// The problem over the host copies.
+ElementwiseProblem host_problem(const HostData& h, Reduction red, bool weights, double grad_scale) {
   ElementwiseProblem p = make_problem(h, red, grad_scale);
   p.input = h.x.data();
   p.target = h.y.data();
@@ -316,6 +283,16 @@ Result cpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
     p.params.pos_weight_per_column = h.pos_weight.data();
     p.params.columns = h.columns;
   }
+  return p;
+}
+
+/// T of cli/compare.hpp for the problem's gradient.
+double term_scale(const HostData& h, Reduction red, bool weights, double grad_scale) {
+  return fusedloss_cli::elementwise_term_scale(host_problem(h, red, weights, grad_scale));
+}
+
+Result cpu_run(const HostData& h, Reduction red, bool weights, double grad_scale, bool with_grad = true) {
+  const ElementwiseProblem p = host_problem(h, red, weights, grad_scale);
   Result r;
   r.loss.assign(red == Reduction::None ? static_cast<std::size_t>(h.n) : 1u, std::nanf(""));
   if (with_grad) r.grad.assign(h.x.size(), kPoisonFill);
@@ -425,49 +402,20 @@ Result gpu_run(const HostData& h, Reduction red, bool weights, double grad_scale
 
 // ---- comparisons ---------------------------------------------------------------------------
 
-void expect_loss_close(const Result& gpu, const Result& ref, double w_max, const std::string& what) {
-  ASSERT_EQ(gpu.loss.size(), ref.loss.size()) << what;
-  std::int64_t bad = 0;
-  for (std::size_t i = 0; i < ref.loss.size(); ++i) {
-    const double r = ref.loss[i], g = gpu.loss[i];
-    bool ok;
-    if (std::isnan(r)) {
-      ok = std::isnan(g);
-    } else if (std::isinf(r)) {
-      ok = g == r;
-    } else {
-      ok = std::fabs(g - r) <= 1e-5 * std::fabs(r) + 1e-6 * w_max;
-    }
-    if (!ok && ++bad <= 5)
-      ADD_FAILURE() << what << ": loss[" << i << "] gpu " << g << " cpu " << r << " (diff " << (g - r) << ")";
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " loss values out of tolerance";
+void expect_loss_close(const Result& gpu, const Result& ref, const std::string& what) {
+  EXPECT_TRUE(validate_tolerance::within_tolerance(validate_tolerance::f32_tensor(gpu.loss),
+                                                   validate_tolerance::f32_tensor(ref.loss),
+                                                   fusedloss_cli::CompareKind::Loss, DType::Float32))
+      << what;
 }
 
-void expect_grad_close(const Result& gpu, const Result& ref, DType dt, double scale, double w_max, double k_mag,
-                       const std::string& what) {
+void expect_grad_close(const Result& gpu, const Result& ref, DType dt, double term_scale, const std::string& what) {
   ASSERT_EQ(gpu.grad.size(), ref.grad.size()) << what;
-  const std::int64_t n = static_cast<std::int64_t>(ref.grad.size() / esize(dt));
-  const double abs_tol = 4e-6 * std::fabs(scale) * w_max * k_mag;
-  std::int64_t bad = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const double r = load_value(ref.grad.data(), dt, i), g = load_value(gpu.grad.data(), dt, i);
-    bool ok;
-    if (std::isnan(r) || std::isnan(g)) {
-      ok = std::isnan(r) && std::isnan(g);
-    } else if (std::isinf(r) || std::isinf(g)) {
-      // Overflow: both infinite alike, or one rounded to the largest finite value of the dtype.
-      ok = g == r || (std::isinf(r) && std::fabs(g) == max_finite(dt) && (g > 0) == (r > 0)) ||
-           (std::isinf(g) && std::fabs(r) == max_finite(dt) && (g > 0) == (r > 0));
-    } else {
-      double tol = 1e-5 * std::fabs(r) + abs_tol;
-      if (dt != DType::Float32) tol += std::max(ulp_of(dt, r), ulp_of(dt, g));
-      ok = std::fabs(g - r) <= tol;
-    }
-    if (!ok && ++bad <= 5)
-      ADD_FAILURE() << what << ": grad[" << i << "] gpu " << g << " cpu " << r << " (diff " << (g - r) << ")";
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " gradient values out of tolerance";
+  const auto n = static_cast<std::int64_t>(ref.grad.size() / esize(dt));
+  EXPECT_TRUE(validate_tolerance::within_tolerance(validate_tolerance::raw_tensor(dt, gpu.grad.data(), n),
+                                                   validate_tolerance::raw_tensor(dt, ref.grad.data(), n),
+                                                   fusedloss_cli::CompareKind::Grad, dt, term_scale))
+      << what;
 }
 
 void expect_bitwise(const Result& a, const Result& b, const std::string& what) {
@@ -475,16 +423,6 @@ void expect_bitwise(const Result& a, const Result& b, const std::string& what) {
   EXPECT_EQ(0, std::memcmp(a.loss.data(), b.loss.data(), a.loss.size() * sizeof(float))) << what << ": loss bits differ";
   EXPECT_EQ(a.grad, b.grad) << what << ": gradient bits differ";
   EXPECT_EQ(a.errors, b.errors) << what;
-}
-
-/// The gradient's factor for the tolerance: grad_scale (none, sum), grad_scale/n (mean),
-/// grad_scale/(n·L) (rmse).
-double grad_factor(const HostData& h, Reduction red, double grad_scale, const Result& ref) {
-  if (h.loss == Loss::RMSE) {
-    const double L = ref.loss.empty() ? 0.0 : ref.loss[0];
-    return L > 0 ? grad_scale / (static_cast<double>(h.n) * L) : 0.0;
-  }
-  return red == Reduction::Mean ? grad_scale / static_cast<double>(h.n) : grad_scale;
 }
 
 std::string describe(const HostData& h, Reduction red, bool weights) {
@@ -522,14 +460,13 @@ TEST_P(ElementwiseVsCpu, LossAndGradientMatchCpu) {
       const std::string what = describe(h, red, weights);
       SCOPED_TRACE(what);
       const double grad_scale = weights ? 0.5 : 1.0;
-      const double w_max = weights ? 2.0 : 1.0;
       const Result ref = cpu_run(h, red, weights, grad_scale);
       ASSERT_TRUE(ref.status == Status::Success) << "CPU reference failed: " << static_cast<int>(ref.status);
       const Result gpu = gpu_run(h, red, weights, grad_scale);
       ASSERT_TRUE(gpu.status == Status::Success) << static_cast<int>(gpu.status);
       EXPECT_EQ(gpu.errors, 0);
-      expect_loss_close(gpu, ref, w_max, what);
-      expect_grad_close(gpu, ref, dt, grad_factor(h, red, grad_scale, ref), w_max, h.k_mag, what);
+      expect_loss_close(gpu, ref, what);
+      expect_grad_close(gpu, ref, dt, term_scale(h, red, weights, grad_scale), what);
       if (big) continue;
 
       // Misaligned pointers (every pointer offset by one element: the scalar path) give the
@@ -544,7 +481,7 @@ TEST_P(ElementwiseVsCpu, LossAndGradientMatchCpu) {
       no_grad.with_grad = false;
       const Result loss_only = gpu_run(h, red, weights, grad_scale, no_grad);
       EXPECT_TRUE(loss_only.status == Status::Success);
-      expect_loss_close(loss_only, ref, w_max, what + " loss only");
+      expect_loss_close(loss_only, ref, what + " loss only");
     }
   }
 }
@@ -596,8 +533,8 @@ TEST(ElementwiseCuda, SmoothL1BetaZeroIsL1) {
     const Result ref = cpu_run(h, red, false, 1.0);
     const Result gpu = gpu_run(h, red, false, 1.0);
     ASSERT_TRUE(gpu.status == Status::Success);
-    expect_loss_close(gpu, ref, 1.0, "smooth_l1 beta=0");
-    expect_grad_close(gpu, ref, DType::Float32, grad_factor(h, red, 1.0, ref), 1.0, 1.0, "smooth_l1 beta=0");
+    expect_loss_close(gpu, ref, "smooth_l1 beta=0");
+    expect_grad_close(gpu, ref, DType::Float32, term_scale(h, red, false, 1.0), "smooth_l1 beta=0");
   }
 }
 
@@ -817,8 +754,8 @@ TEST(ElementwiseCuda, BceBadProbabilitiesAreCountedAndIsolated) {
           EXPECT_TRUE(std::isnan(gpu.loss[0]));
         }
         for (std::int64_t i : bad_idx) EXPECT_EQ(load_value(gpu.grad.data(), dt, i), 0.0f) << i;
-        expect_loss_close(gpu, ref, weights ? 2.0 : 1.0, what);
-        expect_grad_close(gpu, ref, dt, grad_factor(h, red, 1.0, ref), weights ? 2.0 : 1.0, 1.0, what);
+        expect_loss_close(gpu, ref, what);
+        expect_grad_close(gpu, ref, dt, term_scale(h, red, weights, 1.0), what);
       }
     }
     // A following call on valid data works and reports no error.
@@ -828,8 +765,8 @@ TEST(ElementwiseCuda, BceBadProbabilitiesAreCountedAndIsolated) {
     ASSERT_TRUE(gpu.status == Status::Success);
     EXPECT_EQ(gpu.errors, 0);
     EXPECT_FALSE(std::isnan(gpu.loss[0]));
-    expect_loss_close(gpu, ref, 1.0, "bce after bad call");
-    expect_grad_close(gpu, ref, dt, grad_factor(good, Reduction::Mean, 1.0, ref), 1.0, 1.0, "bce after bad call");
+    expect_loss_close(gpu, ref, "bce after bad call");
+    expect_grad_close(gpu, ref, dt, term_scale(good, Reduction::Mean, false, 1.0), "bce after bad call");
   }
 }
 
@@ -913,8 +850,8 @@ TEST(ElementwiseCuda, PublicApiCudaBackendMatchesCpuBackend) {
   const float gpu_loss = d.loss[0];
   gpu.loss = {gpu_loss};
   gpu.grad = d.grad.download();
-  expect_loss_close(gpu, ref, 2.0, "public api");
-  expect_grad_close(gpu, ref, DType::BFloat16, grad_factor(h, Reduction::Mean, 1.0, ref), 2.0, h.k_mag, "public api");
+  expect_loss_close(gpu, ref, "public api");
+  expect_grad_close(gpu, ref, DType::BFloat16, term_scale(h, Reduction::Mean, true, 1.0), "public api");
 }
 
 // ---- n > 2^31 (fp16) ----------------------------------------------------------------------------
@@ -999,8 +936,10 @@ TEST(ElementwiseCuda, MoreThanTwoToThe31ElementsFp16) {
     LossOutputs hout;
     hout.loss = &ref_loss;
     ASSERT_TRUE(fusedloss::detail::cpu_compute(hp, hout, cpu_threads()) == Status::Success);
-    const float gpu_loss = dloss[0];
-    EXPECT_NEAR(gpu_loss, ref_loss, 1e-5 * std::fabs(ref_loss));
+    Result gpu, ref;
+    gpu.loss = {static_cast<float>(dloss[0])};
+    ref.loss = {ref_loss};
+    expect_loss_close(gpu, ref, "n > 2^31 mean");
   }
 
   // Gradient windows (start, around 2^31, end) against the CPU path on the same windows
@@ -1025,7 +964,7 @@ TEST(ElementwiseCuda, MoreThanTwoToThe31ElementsFp16) {
     gpu.grad.resize(ref.grad.size());
     FL_CUDA_ASSERT(cudaMemcpy(gpu.grad.data(), static_cast<const std::uint16_t*>(dg.p) + start, gpu.grad.size(),
                               cudaMemcpyDeviceToHost));
-    expect_grad_close(gpu, ref, DType::Float16, 1.0, 1.0, 1.0, "n > 2^31 gradient window");
+    expect_grad_close(gpu, ref, DType::Float16, 0.0, "n > 2^31 gradient window");  // huber: T = 0
   }
 
   // Reduction none (loss only) into an [n] float32 buffer, when memory allows: check windows.
@@ -1053,7 +992,7 @@ TEST(ElementwiseCuda, MoreThanTwoToThe31ElementsFp16) {
     gpu.loss.resize(ref.loss.size());
     FL_CUDA_ASSERT(cudaMemcpy(gpu.loss.data(), static_cast<const float*>(dl.p) + start, gpu.loss.size() * sizeof(float),
                               cudaMemcpyDeviceToHost));
-    expect_loss_close(gpu, ref, 1.0, "n > 2^31 none window");
+    expect_loss_close(gpu, ref, "n > 2^31 none window");
   }
 }
 #endif  // !FUSEDLOSS_EMULATED_DEVICE

@@ -8,8 +8,8 @@
 // determinism test (tests/sanitize.sh lowers it: the sanitizers are slow).
 //
 // Reference results come from the CPU path (Backend::CPU on host copies of the same dtype-rounded
-// data); results that must be bit-identical (repeats, streams, threads, graphs, in-place) are
-// compared bitwise.
+// data), compared under the one tolerance rule of `fusedloss validate` (cli/compare.hpp); results
+// that must be bit-identical (repeats, streams, threads, graphs, in-place) are compared bitwise.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -29,6 +29,7 @@
 #include "fusedloss/cuda/device_common.cuh"
 #include "fusedloss/fusedloss.hpp"
 #include "cuda/emulated_scale.hpp"
+#include "cuda/validate_tolerance.hpp"
 #include "reliability/invalid_calls.hpp"
 #include "reliability/reliability_cases.hpp"
 
@@ -615,38 +616,27 @@ TEST(ReliabilityCuda, EmptyProblemsNoKernelLaunch) {
 //    gradient 0 in that row, the rest right; then the next call on the same context is clean.
 //    (Run under compute-sanitizer memcheck by tests/sanitize.sh: no out-of-bounds access.)
 // =====================================================================================================
-void expect_close_to_cpu(const DevCall& dev, const Result& got, const reltest::Outcome& cpu, double rel) {
+/// T of cli/compare.hpp for a case (its host problem: labels and class weights readable).
+double term_scale(ElemCase& c) { return fusedloss_cli::elementwise_term_scale(c.problem()); }
+double term_scale(RowCase& c) { return fusedloss_cli::rowwise_term_scale(c.problem()); }
+
+/// The device result against the CPU path under cli/compare.hpp's rule: the loss, and the gradient
+/// (row padding included: poison on both sides) with the problem's term scale T.
+void expect_close_to_cpu(const DevCall& dev, const Result& got, const reltest::Outcome& cpu, double terms) {
+  using validate_tolerance::f32_tensor;
+  using validate_tolerance::raw_tensor;
+  using validate_tolerance::within_tolerance;
+  const auto count = static_cast<std::int64_t>(cpu.loss.size());
   ASSERT_EQ(got.loss.size(), cpu.loss.size() * 4);
-  for (std::size_t i = 0; i < cpu.loss.size(); ++i) {
-    const double want = cpu.loss[i], have = got.loss_at(i);
-    if (std::isnan(want)) {
-      EXPECT_TRUE(std::isnan(have)) << dev.name << " loss[" << i << "]";
-    } else if (std::isinf(want)) {
-      EXPECT_EQ(have, want) << dev.name << " loss[" << i << "]";
-    } else {
-      EXPECT_NEAR(have, want, rel * std::fabs(want) + 1e-6) << dev.name << " loss[" << i << "]";
-    }
-  }
-  Buf g(dev.dtype, static_cast<std::int64_t>(dev.grad_bytes / fusedloss::dtype_size(dev.dtype)));
-  std::memcpy(g.raw(), got.grad.data(), dev.grad_bytes);
-  const double eps = reltest::dtype_eps(dev.dtype) + rel;
-  // The absolute floor scales with the gradient (a mean over 10^6 elements has gradients ~1e-6),
-  // plus the smallest subnormal of the dtype, where one unit of rounding is that large.
-  double gmax = 0;
-  for (std::int64_t i = 0; i < g.count; ++i)
-    if (std::isfinite(cpu.grad.get(i))) gmax = std::max(gmax, std::fabs(cpu.grad.get(i)));
-  const double tiny = dev.dtype == DType::Float16 ? 0x1p-24 : (dev.dtype == DType::BFloat16 ? 0x1p-133 : 0x1p-149);
-  const double atol = 1e-6 * gmax + tiny;
-  for (std::int64_t i = 0; i < g.count; ++i) {
-    const double want = cpu.grad.get(i), have = g.get(i);
-    if (std::isnan(want)) {
-      ASSERT_TRUE(std::isnan(have)) << dev.name << " grad[" << i << "]";
-    } else if (std::isinf(want)) {
-      ASSERT_EQ(have, want) << dev.name << " grad[" << i << "]";
-    } else {
-      ASSERT_NEAR(have, want, eps * std::fabs(want) + atol) << dev.name << " grad[" << i << "]";
-    }
-  }
+  EXPECT_TRUE(within_tolerance(raw_tensor(DType::Float32, got.loss.data(), count), f32_tensor(cpu.loss),
+                               fusedloss_cli::CompareKind::Loss, dev.dtype))
+      << dev.name;
+  ASSERT_EQ(got.grad.size(), dev.grad_bytes);
+  ASSERT_EQ(cpu.grad.bytes(), dev.grad_bytes);
+  const auto elems = static_cast<std::int64_t>(dev.grad_bytes / fusedloss::dtype_size(dev.dtype));
+  EXPECT_TRUE(within_tolerance(raw_tensor(dev.dtype, got.grad.data(), elems), raw_tensor(dev.dtype, cpu.grad.data(), elems),
+                               fusedloss_cli::CompareKind::Grad, dev.dtype, terms))
+      << dev.name;
 }
 
 TEST(ReliabilityCuda, BadLabelsCountedThenNextCallClean) {
@@ -678,7 +668,7 @@ TEST(ReliabilityCuda, BadLabelsCountedThenNextCallClean) {
         REL_CUDA_ASSERT(cudaStreamSynchronize(stream.s));
         const Result got = fetch(o);
         EXPECT_EQ(got.errors, cpu.errors);
-        expect_close_to_cpu(dev, got, cpu, 1e-5);
+        expect_close_to_cpu(dev, got, cpu, term_scale(c));
         // compute_sync turns the count into InvalidValue.
         fusedloss::ExecutionConfig cfg;
         cfg.backend = Backend::CUDA;
@@ -693,7 +683,7 @@ TEST(ReliabilityCuda, BadLabelsCountedThenNextCallClean) {
         EXPECT_EQ(launch(dev2, o2, stream.s), Status::Success);
         const Result got2 = fetch(o2);
         EXPECT_EQ(got2.errors, 0);
-        expect_close_to_cpu(dev2, got2, cpu2, 1e-5);
+        expect_close_to_cpu(dev2, got2, cpu2, term_scale(c));
         EXPECT_EQ(fusedloss::compute_sync(dev2.rp, o2.out, cfg), Status::Success);
         EXPECT_EQ(cudaGetLastError(), cudaSuccess);
       }
@@ -711,7 +701,7 @@ TEST(ReliabilityCuda, BadLabelsCountedThenNextCallClean) {
   ASSERT_EQ(launch(dev, o, stream.s), Status::Success);
   const Result got = fetch(o);
   EXPECT_EQ(got.errors, 5);
-  expect_close_to_cpu(dev, got, cpu, 1e-5);
+  expect_close_to_cpu(dev, got, cpu, term_scale(b));
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
@@ -810,8 +800,9 @@ void run_large_elementwise(std::int64_t n) {
     const long double r = host_x(i) - host_y(i);
     ref += r * r;
   }
-  EXPECT_LE(std::fabs(got - static_cast<double>(ref)) / static_cast<double>(ref), 1e-5)
-      << "loss " << got << " vs " << static_cast<double>(ref);
+  EXPECT_TRUE(validate_tolerance::within_tolerance(validate_tolerance::f32_tensor({got}),
+                                                  validate_tolerance::rounded_tensor(DType::Float32, {static_cast<double>(ref)}),
+                                                  fusedloss_cli::CompareKind::Loss, DType::Float16));
   // Gradient windows vs the CPU path on the same elements.
   for (std::size_t k = 0; k < starts.size(); ++k) {
     SCOPED_TRACE("window at element " + std::to_string(starts[k]));
@@ -880,15 +871,18 @@ void run_large_rowwise(std::int64_t rows, std::int64_t classes) {
   const reltest::Outcome pcpu = reltest::run(pattern.problem(), false, true);
   ASSERT_EQ(pcpu.status, Status::Success);
   long double ref = 0;
-  double worst_lse = 0;
+  std::vector<float> ref_lse(static_cast<std::size_t>(rows));
   for (std::int64_t n = 0; n < rows; ++n) {
     const double l = pcpu.lse[static_cast<std::size_t>(n % 1024)];
+    ref_lse[static_cast<std::size_t>(n)] = static_cast<float>(l);
     ref += static_cast<long double>(l) - host_z(n, host_label(n, classes));
-    worst_lse = std::max(worst_lse, std::fabs(lse_h[static_cast<std::size_t>(n)] - l));
   }
-  EXPECT_LE(worst_lse, 1e-4) << "largest |lse − CPU lse| over all rows";
-  EXPECT_LE(std::fabs(got - static_cast<double>(ref)) / std::fabs(static_cast<double>(ref)), 1e-5)
-      << "loss " << got << " vs " << static_cast<double>(ref);
+  using validate_tolerance::f32_tensor;
+  using validate_tolerance::within_tolerance;
+  EXPECT_TRUE(within_tolerance(f32_tensor(lse_h), f32_tensor(ref_lse), fusedloss_cli::CompareKind::Loss,
+                               DType::Float16, fusedloss_cli::kLseTermScale, "lse"));
+  EXPECT_TRUE(within_tolerance(f32_tensor({got}), validate_tolerance::rounded_tensor(DType::Float32, {static_cast<double>(ref)}),
+                               fusedloss_cli::CompareKind::Loss, DType::Float16));
   for (std::size_t k = 0; k < check_rows.size(); ++k) {
     const std::int64_t r = check_rows[k];
     SCOPED_TRACE("row " + std::to_string(r));
@@ -899,13 +893,10 @@ void run_large_rowwise(std::int64_t rows, std::int64_t classes) {
     const reltest::Outcome cpu = reltest::run(one.problem(), true, true);
     Buf g(DType::Float16, classes);
     cudaMemcpy(g.data(), z.bytes_ptr() + 2 * r * classes, 2 * classes, cudaMemcpyDeviceToHost);
-    int off = 0;
-    for (std::int64_t c = 0; c < classes; ++c) {
-      const double want = cpu.grad.get(c), have = g.get(c);
-      if (std::fabs(have - want) > 2e-3 * std::fabs(want) + 1e-7) ++off;  // one fp16 ulp
-    }
-    EXPECT_EQ(off, 0) << "gradient values of the row off the CPU path";
-    EXPECT_NEAR(lse_h[static_cast<std::size_t>(r)], cpu.lse[0], 1e-4);
+    // The row's gradient of the Sum over all rows is the row's own gradient (factor 1).
+    EXPECT_TRUE(within_tolerance(validate_tolerance::raw_tensor(DType::Float16, g.data(), classes),
+                                 validate_tolerance::raw_tensor(DType::Float16, cpu.grad.data(), classes),
+                                 fusedloss_cli::CompareKind::Grad, DType::Float16, term_scale(one)));
   }
   ::testing::Test::RecordProperty("elements", std::to_string(rows * classes));
 }
@@ -965,7 +956,7 @@ TEST(ReliabilityCuda, DeterministicRepeatsAndStreams) {
     // And the result agrees with the CPU path.
     const reltest::Outcome cpu =
         w.e ? reltest::run(w.e->problem()) : reltest::run(w.r->problem(), true, w.dev.lse_count > 0);
-    expect_close_to_cpu(w.dev, ref, cpu, 1e-4);
+    expect_close_to_cpu(w.dev, ref, cpu, w.e ? term_scale(*w.e) : term_scale(*w.r));
   }
   RecordProperty("repeated_runs", runs);
 }
@@ -1131,7 +1122,7 @@ TEST(ReliabilityCuda, InPlaceEqualsOutOfPlace) {
 // =====================================================================================================
 /// Runs c on both backends and compares (lse too for cross_entropy). Case: ElemCase or RowCase.
 template <class Case>
-void expect_gpu_matches_cpu(Case& c, double rel = 1e-5) {
+void expect_gpu_matches_cpu(Case& c) {
   SCOPED_TRACE(c.tag());
   bool lse = false;
   if constexpr (std::is_same<Case, RowCase>::value) lse = c.kind == RowKind::CE || c.kind == RowKind::CESoft;
@@ -1146,18 +1137,12 @@ void expect_gpu_matches_cpu(Case& c, double rel = 1e-5) {
   ASSERT_EQ(launch(dev, o, nullptr), Status::Success);
   const Result got = fetch(o);
   EXPECT_EQ(got.errors, cpu.errors);
-  expect_close_to_cpu(dev, got, cpu, rel);
+  expect_close_to_cpu(dev, got, cpu, term_scale(c));
   if (!lse) return;
   ASSERT_EQ(got.lse.size(), cpu.lse.size() * 4);
-  for (std::size_t n = 0; n < cpu.lse.size(); ++n) {
-    float have;
-    std::memcpy(&have, got.lse.data() + 4 * n, 4);
-    const double want = cpu.lse[n];
-    if (!std::isfinite(want))
-      EXPECT_TRUE(std::isnan(want) ? std::isnan(have) : have == want) << "lse[" << n << "]";
-    else
-      EXPECT_NEAR(have, want, 1e-5 * std::fabs(want) + 1e-6) << "lse[" << n << "]";
-  }
+  EXPECT_TRUE(validate_tolerance::within_tolerance(
+      validate_tolerance::raw_tensor(DType::Float32, got.lse.data(), static_cast<std::int64_t>(cpu.lse.size())),
+      validate_tolerance::f32_tensor(cpu.lse), fusedloss_cli::CompareKind::Loss, dev.dtype, fusedloss_cli::kLseTermScale, "lse"));
 }
 
 TEST(ReliabilityCuda, EdgeValuesMatchTheCpuPath) {

@@ -52,6 +52,14 @@ struct Result {
   // Number of data-dependent invalid values: BCE p outside [0,1] or NaN; labels outside [0,C) that are not
   // ignore_index.
   int64_t bad = 0;
+  // msle, cross_entropy (sparse, soft), kl_div and kl_div_logits (empty for the others; msle: see
+  // elementwise()): for each value of `loss`,
+  // the sum of the absolute values of the terms it is a difference of (coef·lse and coef·z' of each −log p;
+  // p·log p and p·q; T²·p times the logits and logsumexps that make log p − log q; the z-loss), reduced
+  // like the loss. A computation's rounding
+  // error is relative to these, not to the (possibly tiny) loss: a confidently right row's lse − z_y, a KL
+  // of two close distributions.
+  std::vector<double> loss_terms;
 };
 
 struct ElemParams {
@@ -351,6 +359,9 @@ inline Result elementwise(const std::string& loss, const std::vector<double>& x,
   res.grad.assign(N, 0.0);
   std::vector<real> wl(N);  // w_i·ℓ_i
   std::vector<real> wd(N);  // w_i·∂ℓ_i/∂x_i
+  // msle: ℓ = (a − b)², a = log1p(x), b = log1p(y). A relative rounding of a and b moves ℓ by up to
+  // 2|a − b|·(|a| + |b|) relative to it: its scale, for loss_terms.
+  std::vector<real> terms(k == detail::Elem::msle ? N : 0);
   for (std::size_t i = 0; i < N; ++i) {
     const real wi = w.empty() ? real(1) : real(w[i]);
     const real pw = p.pos_weight_col.empty() ? real(p.pos_weight)
@@ -364,6 +375,10 @@ inline Result elementwise(const std::string& loss, const std::vector<double>& x,
     }
     wl[i] = wi * l;
     wd[i] = wi * d;
+    if (k == detail::Elem::msle) {
+      const real a = std::log1p(x[i] > 0 ? real(x[i]) : real(0)), b = std::log1p(y[i] > 0 ? real(y[i]) : real(0));
+      terms[i] = std::fabs(wi) * 2 * std::fabs(a - b) * (std::fabs(a) + std::fabs(b));
+    }
   }
 
   const real scale = p.grad_scale;
@@ -379,6 +394,11 @@ inline Result elementwise(const std::string& loss, const std::vector<double>& x,
   }
 
   const real div = (red == Red::Mean) ? static_cast<real>(N) : real(1);
+  if (!terms.empty()) {
+    Result scale;
+    detail::reduce_into(scale, terms, red, div);
+    res.loss_terms = scale.loss;
+  }
   detail::reduce_into(res, wl, red, div);
   for (std::size_t i = 0; i < N; ++i) res.grad[i] = static_cast<double>(scale * wd[i] / div);
   return res;
@@ -410,7 +430,7 @@ inline Result cross_entropy(int64_t N, int64_t C, const std::vector<double>& log
   Result res;
   res.grad.assign(static_cast<std::size_t>(N * C), 0.0);
   res.lse.assign(static_cast<std::size_t>(N), 0.0);
-  std::vector<real> rowloss(static_cast<std::size_t>(N), 0);
+  std::vector<real> rowloss(static_cast<std::size_t>(N), 0), rowterms(static_cast<std::size_t>(N), 0);
   std::vector<real> z(static_cast<std::size_t>(C)), chain(static_cast<std::size_t>(C));
 
   for (int64_t n = 0; n < N; ++n) {
@@ -428,10 +448,16 @@ inline Result cross_entropy(int64_t N, int64_t C, const std::vector<double>& log
 
     const real a = (1 - eps) * detail::class_w(p, y);  // coefficient of the target term
     real l = detail::times(a, -(z[y] - lse));
+    real terms = detail::times(a, std::fabs(z[y]) + std::fabs(lse));
     if (eps != 0)
-      for (int64_t c = 0; c < C; ++c) l += detail::times(eps / C * detail::class_w(p, c), -(z[c] - lse));
+      for (int64_t c = 0; c < C; ++c) {
+        l += detail::times(eps / C * detail::class_w(p, c), -(z[c] - lse));
+        terms += detail::times(eps / C * detail::class_w(p, c), std::fabs(z[c]) + std::fabs(lse));
+      }
     if (zl != 0) l += zl * lse * lse;
+    if (zl != 0) terms += zl * lse * lse;
     rowloss[static_cast<std::size_t>(n)] = l;
+    rowterms[static_cast<std::size_t>(n)] = terms;
 
     if (zero_div_mean) continue;  // gradient stays all zeros
     for (int64_t c = 0; c < C; ++c) {
@@ -448,6 +474,9 @@ inline Result cross_entropy(int64_t N, int64_t C, const std::vector<double>& log
     res.loss.assign(1, std::numeric_limits<double>::quiet_NaN());
     return res;
   }
+  Result scale;
+  detail::reduce_into(scale, rowterms, red, divisor);
+  res.loss_terms = scale.loss;
   detail::reduce_into(res, rowloss, red, divisor);
   return res;
 }
@@ -471,7 +500,7 @@ inline Result cross_entropy_soft(int64_t N, int64_t C, const std::vector<double>
   Result res;
   res.grad.assign(static_cast<std::size_t>(N * C), 0.0);
   res.lse.assign(static_cast<std::size_t>(N), 0.0);
-  std::vector<real> rowloss(static_cast<std::size_t>(N), 0);
+  std::vector<real> rowloss(static_cast<std::size_t>(N), 0), rowterms(static_cast<std::size_t>(N), 0);
   std::vector<real> z(static_cast<std::size_t>(C)), chain(static_cast<std::size_t>(C)),
       wt(static_cast<std::size_t>(C));
 
@@ -480,17 +509,20 @@ inline Result cross_entropy_soft(int64_t N, int64_t C, const std::vector<double>
     const real lse = detail::logsumexp(z.data(), C);
     res.lse[static_cast<std::size_t>(n)] = static_cast<double>(lse);
 
-    real l = 0, WT = 0;
+    real l = 0, WT = 0, terms = 0;
     for (int64_t c = 0; c < C; ++c) {
       // ε == 0 keeps t' exactly t (no rounding through (1−0)·t + 0).
       const real t = target_probs[static_cast<std::size_t>(n * C + c)];
       const real tp = (eps == 0) ? t : (1 - eps) * t + eps / C;
       wt[c] = detail::class_w(p, c) * tp;
       l += detail::times(wt[c], -(z[c] - lse));
+      terms += detail::times(std::fabs(wt[c]), std::fabs(z[c]) + std::fabs(lse));
       WT += wt[c];
     }
     if (zl != 0) l += zl * lse * lse;
+    if (zl != 0) terms += zl * lse * lse;
     rowloss[static_cast<std::size_t>(n)] = l;
+    rowterms[static_cast<std::size_t>(n)] = terms;
 
     for (int64_t c = 0; c < C; ++c) {
       const real P = detail::softmax_p(z[c], lse);
@@ -499,6 +531,9 @@ inline Result cross_entropy_soft(int64_t N, int64_t C, const std::vector<double>
       res.grad[static_cast<std::size_t>(n * C + c)] = static_cast<double>(g * chain[c] * factor);
     }
   }
+  Result scale;
+  detail::reduce_into(scale, rowterms, red, divisor);
+  res.loss_terms = scale.loss;
   detail::reduce_into(res, rowloss, red, divisor);
   return res;
 }
@@ -559,22 +594,28 @@ inline Result kl_div(int64_t N, int64_t C, const std::vector<double>& q_logprobs
 
   Result res;
   res.grad.assign(M, 0.0);
-  std::vector<real> items(M);
+  std::vector<real> items(M), terms(M);
   for (std::size_t i = 0; i < M; ++i) {
     const real q = q_logprobs[i], t = target[i];
     real l, coef;  // coef = the target probability p (= exp(t) with log_target)
     if (p.log_target) {
       coef = std::exp(t);
       l = detail::times(coef, t - q);
+      terms[i] = detail::times(coef, std::fabs(t)) + detail::times(coef, std::fabs(q));
     } else {
       coef = t;
       const real xlogy = (t == 0) ? real(0) : t * std::log(t);  // log(negative) = NaN, propagates
       l = xlogy - detail::times(t, q);
+      terms[i] = std::fabs(xlogy) + std::fabs(detail::times(t, q));
     }
     items[i] = l;
     res.grad[i] = static_cast<double>(-coef * factor);
   }
-  detail::reduce_into(res, items, red == Red::BatchMean ? Red::Mean : red, divisor);
+  const Red as = red == Red::BatchMean ? Red::Mean : red;
+  Result scale;
+  detail::reduce_into(scale, terms, as, divisor);
+  res.loss_terms = scale.loss;
+  detail::reduce_into(res, items, as, divisor);
   return res;
 }
 
@@ -598,7 +639,7 @@ inline Result kl_div_logits(int64_t N, int64_t C, const std::vector<double>& stu
 
   Result res;
   res.grad.assign(static_cast<std::size_t>(N * C), 0.0);
-  std::vector<real> rowloss(static_cast<std::size_t>(N), 0);
+  std::vector<real> rowloss(static_cast<std::size_t>(N), 0), rowterms(static_cast<std::size_t>(N), 0);
   std::vector<real> a(static_cast<std::size_t>(C)), b(static_cast<std::size_t>(C));
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) {
@@ -606,16 +647,22 @@ inline Result kl_div_logits(int64_t N, int64_t C, const std::vector<double>& stu
       b[c] = real(student[static_cast<std::size_t>(n * C + c)]) / T;
     }
     const real lse_a = detail::logsumexp(a.data(), C), lse_b = detail::logsumexp(b.data(), C);
-    real l = 0;
+    real l = 0, terms = 0;
     for (int64_t c = 0; c < C; ++c) {
       const real logp = a[c] - lse_a, logq = b[c] - lse_b;
       const real pc = std::exp(logp), qc = std::exp(logq);
       l += detail::times(pc, logp - logq);
+      terms += detail::times(pc, std::fabs(a[c]) + std::fabs(lse_a) + std::fabs(b[c]) + std::fabs(lse_b));
       res.grad[static_cast<std::size_t>(n * C + c)] = static_cast<double>(T * (qc - pc) * factor);
     }
     rowloss[static_cast<std::size_t>(n)] = T * T * l;
+    rowterms[static_cast<std::size_t>(n)] = T * T * terms;
   }
-  detail::reduce_into(res, rowloss, red == Red::BatchMean ? Red::Mean : red, divisor);
+  const Red as = red == Red::BatchMean ? Red::Mean : red;
+  Result scale;
+  detail::reduce_into(scale, rowterms, as, divisor);
+  res.loss_terms = scale.loss;
+  detail::reduce_into(res, rowloss, as, divisor);
   return res;
 }
 

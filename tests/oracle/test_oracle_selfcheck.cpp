@@ -477,6 +477,14 @@ TEST(OracleHand, KlDiv) {
   }
   // negative p → NaN naturally
   EXPECT_TRUE(std::isnan(oracle::kl_div(1, 1, {0}, {-0.5}, Red::None).loss[0]));
+  // loss_terms: Σ|p·log p| + |p·q| per element, reduced like the loss
+  ASSERT_EQ(r.loss_terms.size(), 4u);
+  EXPECT_DOUBLE_EQ(r.loss_terms[0], 0.5 * std::log(2.0) + 0.5 * std::log(4.0));
+  EXPECT_EQ(r.loss_terms[2], 0);
+  EXPECT_DOUBLE_EQ(b.loss_terms.at(0), (r.loss_terms[0] + r.loss_terms[1] + r.loss_terms[2] + r.loss_terms[3]) / 2);
+  EXPECT_TRUE(oracle::nll(1, 2, {-1, -0.5}, {0}, Red::Sum).loss_terms.empty());
+  // cross_entropy: |z_y| + |lse| for the row [0, 1], label 0
+  EXPECT_DOUBLE_EQ(oracle::cross_entropy(1, 2, {0, 1}, {0}, Red::Sum).loss_terms.at(0), std::log1p(std::exp(1.0)));
 }
 
 TEST(OracleHand, KlDivLogits) {
@@ -493,6 +501,8 @@ TEST(OracleHand, KlDivLogits) {
   EXPECT_DOUBLE_EQ(r.loss.at(0), 4 * (0.5 * std::log(0.5 / q0) + 0.5 * std::log(0.5 / q1)));
   EXPECT_DOUBLE_EQ(r.grad[0], 2 * (q0 - 0.5));
   EXPECT_DOUBLE_EQ(r.grad[1], 2 * (q1 - 0.5));
+  // loss_terms: T²·Σ p·(|u/T| + |lse(u/T)| + |s/T| + |lse(s/T)|), what log p − log q is made from
+  EXPECT_DOUBLE_EQ(r.loss_terms.at(0), 4 * (std::log(2.0) + std::log1p(std::exp(1.0)) + 0.5));
   auto m = oracle::kl_div_logits(1, 2, {0, 2}, {0, 0}, Red::Mean, p);
   EXPECT_DOUBLE_EQ(m.loss.at(0), r.loss[0] / 2);
   EXPECT_DOUBLE_EQ(m.grad[0], r.grad[0] / 2);
