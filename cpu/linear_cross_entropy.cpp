@@ -117,19 +117,9 @@ Status run(const LinearCrossEntropyProblem& p, const LinearCrossEntropyOutputs& 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ic, iV, iH, 1.0f, hc, ld_hc, W, iH, z_beta, logits, iV);
 
     // 2. loss + ∂loss/∂Z of the chunk, in place (the one cross_entropy definition).
-    RowwiseProblem ce;
-    ce.loss = Loss::CrossEntropy;
-    ce.dtype = DType::Float32;
-    ce.rows = c;
-    ce.classes = V;
-    ce.row_stride = V;
-    ce.input = logits;
-    ce.labels = static_cast<const unsigned char*>(p.labels) + r0 * static_cast<std::int64_t>(dtype_size(p.label_dtype));
-    ce.label_dtype = p.label_dtype;
-    ce.class_weight = p.class_weight;
-    ce.reduction = Reduction::None;
-    ce.grad_scale = factor;
-    ce.params = p.params;
+    RowwiseProblem ce = linear_ce_chunk_problem(
+        p, c, logits, static_cast<const unsigned char*>(p.labels) + r0 * static_cast<std::int64_t>(dtype_size(p.label_dtype)));
+    ce.grad_scale = factor;  // the mean's divisor of the whole batch, applied here
     LossOutputs ce_out;
     ce_out.loss = p.reduction == Reduction::None ? out.loss + r0 : row_loss;
     ce_out.grad = want_grad ? logits : nullptr;

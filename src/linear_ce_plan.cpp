@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "src/backend.hpp"
+
 namespace fusedloss {
 namespace detail {
 namespace {
@@ -21,6 +23,24 @@ bool region_bytes(std::int64_t count, std::size_t elem, std::size_t* bytes) {
 
 }  // namespace
 
+RowwiseProblem linear_ce_chunk_problem(const LinearCrossEntropyProblem& p, std::int64_t rows, const float* logits,
+                                       const void* labels) noexcept {
+  RowwiseProblem ce;
+  ce.loss = Loss::CrossEntropy;
+  ce.dtype = DType::Float32;
+  ce.rows = rows;
+  ce.classes = p.classes;
+  ce.row_stride = p.classes;
+  ce.input = logits;
+  ce.labels = labels;
+  ce.label_dtype = p.label_dtype;
+  ce.class_weight = p.class_weight;
+  ce.reduction = Reduction::None;
+  ce.grad_scale = p.grad_scale;
+  ce.params = p.params;
+  return ce;
+}
+
 bool linear_ce_layout(const LinearCrossEntropyProblem& p, const LinearCrossEntropyOutputs& out, Backend backend,
                       LinearCeLayout* layout) noexcept {
   const bool half = p.dtype != DType::Float32;
@@ -38,7 +58,12 @@ bool linear_ce_layout(const LinearCrossEntropyProblem& p, const LinearCrossEntro
     return false;
   if (out.grad_bias != nullptr && !region_bytes(V, sizeof(double), &bias_acc)) return false;
   const std::size_t scalars = cuda ? kAlign : 0, blas = cuda ? kLinearCeBlasWorkspace : 0;
-  const std::size_t fixed = weight32 + grad_weight32 + bias_acc + scalars + blas;
+  // The chunk's cross_entropy workspace (CUDA) grows with its rows; sized for every row (an upper bound).
+  std::size_t ce = 0;
+#if FUSEDLOSS_WITH_CUDA
+  if (cuda) ce = align_up(cuda_workspace_size(linear_ce_chunk_problem(p, std::max<std::int64_t>(p.rows, 1), nullptr, p.labels)));
+#endif
+  const std::size_t fixed = weight32 + grad_weight32 + bias_acc + scalars + blas + ce;
 
   // Per row: V fp32 logits, a loss, and (fp16/bf16) H fp32 hidden (+ H fp32 grad_hidden) values.
   // Each chunk region is rounded up to 256 bytes: up to 4 × 256 bytes of slack are reserved.
@@ -77,6 +102,7 @@ bool linear_ce_layout(const LinearCrossEntropyProblem& p, const LinearCrossEntro
   l.bias_acc = place(bias_acc);
   l.scalars = place(scalars);
   l.blas = place(blas);
+  l.ce = place(ce);
   l.bytes = at;
   if (l.bytes > p.memory_budget_bytes) return false;
   *layout = l;
