@@ -6,8 +6,9 @@ weight and bias), eager and torch.compile, on the CPU: median time and peak extr
   python3 bench/peers/torch_linear_ce.py --shape 4096x1024x128256 --threads 2 --repeats 3
 
 Peak extra memory: the process's peak resident set (VmHWM) during one call minus its resident set before it,
-with the peak reset first (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0); inputs, the gradient buffers of
-a previous call and the allocator's cache are already resident, so what is counted is what the call adds.
+with the peak reset first (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0) and glibc's free memory trimmed
+(malloc_trim); inputs and the gradient buffers of a previous call are already resident, so what is counted is
+what the call adds.
 Output: one line per implementation, `torch_<mode> time_ms <t> peak_extra_bytes <b>`.
 """
 import argparse
@@ -26,6 +27,15 @@ def rss_and_hwm():
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) * 1024
     return rss, hwm
+
+
+def malloc_trim():
+    # Freed memory glibc keeps in its heap stays resident; trimming first makes "extra" mean allocated by the call.
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
 
 
 def reset_peak():
@@ -73,6 +83,7 @@ def main():
         times, peaks = [], []
         for _ in range(a.repeats):
             gc.collect()
+            malloc_trim()
             reset_peak()
             rss0, _ = rss_and_hwm()
             t0 = time.perf_counter()
