@@ -192,10 +192,11 @@ Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionCon
 
 /// compute() + wait + read the invalid-data count back (allocating a counter when the caller
 /// gave none).
-template <class Problem>
-Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
-  cudaStream_t stream = config.stream;
-  LossOutputs out = outputs;
+/// `run(outputs)` (enqueues a call with those outputs), then wait for the stream and read the
+/// invalid-data count back (allocating a counter when the caller gave none).
+template <class Outputs, class Run>
+Status sync_with_error_count(const Outputs& outputs, cudaStream_t stream, const Run& run) noexcept {
+  Outputs out = outputs;
   std::int64_t* own_counter = nullptr;
   if (out.error_count == nullptr) {
     if (cudaMallocAsync(reinterpret_cast<void**>(&own_counter), sizeof(std::int64_t), stream) != cudaSuccess) {
@@ -204,7 +205,7 @@ Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const Executi
     }
     out.error_count = own_counter;
   }
-  Status s = run_cuda(p, out, config, /*allow_alloc=*/true);
+  Status s = run(out);
   std::int64_t errors = 0;
   if (s == Status::Success &&
       cudaMemcpyAsync(&errors, out.error_count, sizeof errors, cudaMemcpyDeviceToHost, stream) != cudaSuccess)
@@ -216,6 +217,13 @@ Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const Executi
     return s;
   }
   return errors > 0 ? Status::InvalidValue : Status::Success;
+}
+
+/// compute() + wait + read the invalid-data count back.
+template <class Problem>
+Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
+  return sync_with_error_count(outputs, config.stream,
+                               [&](const LossOutputs& out) { return run_cuda(p, out, config, /*allow_alloc=*/true); });
 }
 #endif
 
@@ -284,28 +292,9 @@ Status linear_cuda(const LinearProblem& p, const LinearOutputs& outputs, const E
 
 Status linear_cuda_sync(const LinearProblem& p, const LinearOutputs& outputs, const ExecutionConfig& config,
                         const detail::LinearCeLayout& layout) noexcept {
-  cudaStream_t stream = config.stream;
-  LinearOutputs out = outputs;
-  std::int64_t* own_counter = nullptr;
-  if (out.error_count == nullptr) {
-    if (cudaMallocAsync(reinterpret_cast<void**>(&own_counter), sizeof(std::int64_t), stream) != cudaSuccess) {
-      cudaGetLastError();
-      return Status::OutOfMemory;
-    }
-    out.error_count = own_counter;
-  }
-  Status s = linear_cuda(p, out, config, layout, /*allow_alloc=*/true);
-  std::int64_t errors = 0;
-  if (s == Status::Success &&
-      cudaMemcpyAsync(&errors, out.error_count, sizeof errors, cudaMemcpyDeviceToHost, stream) != cudaSuccess)
-    s = Status::CudaError;
-  if (own_counter != nullptr) cudaFreeAsync(own_counter, stream);
-  if (cudaStreamSynchronize(stream) != cudaSuccess) s = Status::CudaError;
-  if (s != Status::Success) {
-    cudaGetLastError();
-    return s;
-  }
-  return errors > 0 ? Status::InvalidValue : Status::Success;
+  return sync_with_error_count(outputs, config.stream, [&](const LinearOutputs& out) {
+    return linear_cuda(p, out, config, layout, /*allow_alloc=*/true);
+  });
 }
 #endif
 
