@@ -162,11 +162,13 @@ int run_linear_ce_bench(const BenchOptions& o) {
     if (fl::compute(p, out, cfg) != fl::Status::Success) throw RuntimeFailure("linear_cross_entropy failed");
     return static_cast<double>(loss);
   }));
-  rows.back().note = "chunk " + std::to_string(plan.chunk_rows) + " rows, workspace " +
-                     std::to_string(plan.workspace_bytes >> 20) + " MiB";
+  char note[96];
+  std::snprintf(note, sizeof note, "chunk %lld rows, workspace %.1f MiB", static_cast<long long>(plan.chunk_rows),
+                static_cast<double>(plan.workspace_bytes) / (1 << 20));
+  rows.back().note = note;
 
   // The unfused baseline: the whole [N, V] logits at once.
-  rows.push_back(measure("unfused", repeats, [&] {
+  if (!o.no_baseline) rows.push_back(measure("unfused", repeats, [&] {
     std::vector<float> logits(static_cast<std::size_t>(N * V));
     for (std::int64_t n = 0; n < N; ++n) std::memcpy(&logits[static_cast<std::size_t>(n * V)], bias.data(), 4 * V);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(V), int(H), 1.0f, hidden.data(), int(H),
@@ -191,7 +193,7 @@ int run_linear_ce_bench(const BenchOptions& o) {
     for (std::int64_t v = 0; v < V; ++v) grad_bias[static_cast<std::size_t>(v)] = static_cast<float>(colsum[static_cast<std::size_t>(v)]);
     return static_cast<double>(loss);
   }));
-  rows.back().note = "[N, V] fp32 logits: " + std::to_string((N * V * 4) >> 20) + " MiB";
+  if (!o.no_baseline) rows.back().note = "[N, V] fp32 logits: " + std::to_string((N * V * 4) >> 20) + " MiB";
 
   // PyTorch, in a child process (its own resident set), right after, under the same load.
   if (!o.no_peers) {
