@@ -1,4 +1,5 @@
 // `fusedloss bench`: the sweep, the table and the JSON (the runners: bench_harness.hpp).
+#include "cli/bench_linear_ce.hpp"
 #include "cli/bench.hpp"
 
 #include <unistd.h>
@@ -216,6 +217,7 @@ bool torch_peer_applies(const BenchCase& c) {
 }  // namespace
 
 int run_bench(const BenchOptions& o, const std::string& command_line) {
+  if (lower(o.losses) == "linear_cross_entropy") return run_linear_ce_bench(o);  // its own harness
   // ---- Parse everything first: a usage error must come before any work.
   if (o.threads < 0) throw UsageError("--threads must be >= 0");
   if (o.repeats < 0) throw UsageError("--repeats must be >= 1");

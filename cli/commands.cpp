@@ -57,6 +57,8 @@ std::string invalid_value_meaning(Loss loss) {
   return "labels outside [0, C) that are not ignore_index";
 }
 
+}  // namespace
+
 /// Writes every file under `dir` atomically as a set: each goes to a temporary name first and is
 /// renamed only when all were written. On failure nothing is left behind.
 void write_outputs(const std::string& dir, const std::vector<std::pair<std::string, NpyArray>>& files) {
@@ -99,6 +101,8 @@ std::string format_value(double v) {
   return buf;
 }
 
+namespace {
+
 /// Why a reduced loss is NaN when the data hold no NaN: a mean over nothing. Empty when it is not.
 std::string empty_mean_reason(const HostProblem& p) {
   const Reduction r = p.spec.reduction;
@@ -130,6 +134,7 @@ std::string empty_mean_reason(const HostProblem& p) {
 }  // namespace
 
 int run_eval(const EvalOptions& o) {
+  if (lower(o.loss) == "linear_cross_entropy") return run_linear_ce_eval(o);  // cli/linear_ce_eval.cpp
   const LossSpec spec = make_spec(o.loss, o.reduction, o.dtype, o.params);
   if (o.out.empty()) throw UsageError("--out is required");
   {

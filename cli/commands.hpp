@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli/problem.hpp"
@@ -72,6 +73,12 @@ std::string no_gpu_advice(const std::string& command);
 std::vector<std::int64_t> data_shape(const ValidateOptions& options, const LossSpec& spec);
 
 int run_eval(const EvalOptions& options);
+/// `fusedloss eval --loss linear_cross_entropy` (cli/linear_ce_eval.cpp).
+int run_linear_ce_eval(const EvalOptions& options);
+/// Writes every (name, array) under `dir` as a set (nothing left behind on failure); UsageError.
+void write_outputs(const std::string& dir, const std::vector<std::pair<std::string, NpyArray>>& files);
+/// A value as eval prints it ("nan" for any NaN, else %.9g).
+std::string format_value(double v);
 int run_validate(const ValidateOptions& options);
 int run_bench(const BenchOptions& options, const std::string& command_line);
 /// `fusedloss traffic` (cli/traffic.cpp): the call's memory traffic on the emulated device.

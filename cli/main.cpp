@@ -23,7 +23,7 @@ using namespace fusedloss_cli;
 
 const char* kLossHelp =
     "loss name: mse, mae (l1), rmse, msle, huber, smooth_l1, pseudo_huber, log_cosh, hinge, squared_hinge, bce, "
-    "bce_with_logits, cross_entropy, nll, kl_div, kl_div_logits";
+    "bce_with_logits, cross_entropy, nll, kl_div, kl_div_logits, linear_cross_entropy (eval, bench)";
 const char* kParamHelp =
     "loss option KEY=VALUE (repeatable): delta, beta, pos_weight, ignore_index, label_smoothing, z_loss, softcap, "
     "log_target (true/false), temperature, grad_scale";
@@ -41,6 +41,9 @@ void add_loss_options(CLI::App* cmd, CommonLossOptions& o, bool inputs_required)
   cmd->add_option("--weight,-w", o.files.weight,
                   "per-element weights (elementwise losses) or class weights [C] (cross_entropy, nll)");
   cmd->add_option("--pos-weight", o.files.pos_weight, "bce_with_logits: per-column pos_weight [C] (last input dim)");
+  cmd->add_option("--linear-weight", o.files.linear_weight,
+                  "linear_cross_entropy: the head's weight .npy [V, H] (--input is hidden [N, H], --target labels [N])");
+  cmd->add_option("--bias", o.files.bias, "linear_cross_entropy: the head's bias .npy [V]");
   cmd->add_option("--reduction,-r", o.reduction, "none, mean, sum or batchmean (default: the loss's default)");
   cmd->add_option("--dtype", o.dtype,
                   "compute dtype f32, f16 or bf16 (default: the input file's: f2 -> f16, else f32); float data is "

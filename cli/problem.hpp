@@ -41,6 +41,7 @@ std::vector<std::string> all_loss_names();
 /// Input file paths of eval / validate.
 struct InputFiles {
   std::string input, target, weight, pos_weight;
+  std::string linear_weight, bias;  ///< linear_cross_entropy: the LM head's weight [V, H] and bias [V]
 };
 
 struct HostProblem {

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/labels.hpp"
 #include "cpu/load_store.hpp"
 #include "cpu/parallel.hpp"
 #include "cpu/simd-inl.h"
@@ -195,28 +196,8 @@ void store_zero_row(typename IO::storage* gr, std::int64_t C) {
   for (; c < C; ++c) IO::store(gr, c, 0.0);
 }
 
-inline double class_weight_at(const float* class_weight, std::int64_t c) {
-  return class_weight != nullptr ? static_cast<double>(class_weight[c]) : 1.0;
-}
-
-/// The divisor of the mean (Σ w[y_n] over valid, non-ignored rows) and the number of bad labels.
-struct LabelStats {
-  double weight_sum = 0.0;
-  std::int64_t bad = 0;
-};
-
 LabelStats label_stats(const RowwiseProblem& p) {
-  LabelStats s;
-  for (std::int64_t n = 0; n < p.rows; ++n) {
-    const std::int64_t y = load_label(p.labels, p.label_dtype, n);
-    if (y == p.params.ignore_index) continue;
-    if (y < 0 || y >= p.classes) {
-      ++s.bad;
-      continue;
-    }
-    s.weight_sum += class_weight_at(p.class_weight, y);
-  }
-  return s;
+  return cpu::label_stats(p.labels, p.label_dtype, p.rows, p.classes, p.params.ignore_index, p.class_weight);
 }
 
 Status finish(const RowwiseProblem& p, const LossOutputs& out, double total, double divisor, std::int64_t bad) {

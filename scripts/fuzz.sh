@@ -43,7 +43,7 @@ fi
 
 mkdir -p "$out/obj" "$out/artifacts"
 flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-       -DFUSEDLOSS_WITH_CUDA=0 -I"$repo/include" -I"$repo" -Wall -Wextra)
+       -DFUSEDLOSS_WITH_CUDA=0 -I"$repo/include" -I"$repo" -Wall -Wextra $(pkg-config --cflags openblas))
 # Library sources: instrumented for coverage and sanitizers like the harness (no fuzzer main in them).
 lib_flags=("${flags[@]/-fsanitize=fuzzer,address,undefined/-fsanitize=fuzzer-no-link,address,undefined}")
 
@@ -66,7 +66,7 @@ for h in "${harnesses[@]}"; do
     if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ -n "$(find "$1/include" "$1/src" "$1/cpu" "$1/cli" -newer "$obj" -name "*.hpp" 2>/dev/null | head -1)" ]; then
       '"$cxx"' '"${lib_flags[*]}"' -c "$src" -o "$obj"
     fi' "$out" "$repo"
-  "$cxx" "${flags[@]}" "$repo/fuzz/$h.cpp" "${objs[@]}" -o "$out/$h" -lhwy -lpthread
+  "$cxx" "${flags[@]}" "$repo/fuzz/$h.cpp" "${objs[@]}" -o "$out/$h" -lhwy $(pkg-config --libs openblas) -lpthread
 done
 echo "fuzz: built ${harnesses[*]} with $cxx in $(( $(date +%s) - start )) s"
 

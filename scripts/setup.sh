@@ -6,7 +6,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${BUILD_DIR:-$repo/build}
 
-packages=(cmake g++ make libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev python3-numpy libboost-context-dev libhwy-dev)
+packages=(cmake g++ make libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev python3-numpy libboost-context-dev libhwy-dev libopenblas-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 // The public entry points: validate → choose the backend → call it. The one place where a
 // runtime request becomes a backend call; the backends turn it into template instantiations.
 #include <array>
+#include <cstdlib>
 #include <cstdint>
 #include <thread>
 
@@ -70,17 +71,21 @@ Space pointer_space(const void* ptr) noexcept {
 }
 
 /// Every pointer a call reads or writes; they must all live in one memory space.
-using CallPointers = std::array<const void*, 8>;
-CallPointers call_pointers(const ElementwiseProblem& p, const LossOutputs& o) {
+std::array<const void*, 8> call_pointers(const ElementwiseProblem& p, const LossOutputs& o) {
   return {p.input, p.target, p.weight, p.params.pos_weight_per_column, o.loss, o.grad, o.lse, o.error_count};
 }
-CallPointers call_pointers(const RowwiseProblem& p, const LossOutputs& o) {
+std::array<const void*, 8> call_pointers(const RowwiseProblem& p, const LossOutputs& o) {
   return {p.input, p.target, p.labels, p.class_weight, o.loss, o.grad, o.lse, o.error_count};
+}
+std::array<const void*, 11> call_pointers(const LinearCrossEntropyProblem& p, const LinearCrossEntropyOutputs& o) {
+  return {p.hidden, p.weight,        p.bias,          p.labels,      p.class_weight, o.loss,
+          o.lse,    o.grad_hidden,   o.grad_weight,   o.grad_bias,   o.error_count};
 }
 
 /// Picks the backend for the call's pointers. Auto follows the pointers (all host → CPU, all
 /// device → CUDA, a mix → InvalidArgument); an explicit choice is checked against them.
-Status resolve_backend(Backend requested, const CallPointers& pointers, Backend* chosen) noexcept {
+template <std::size_t K>
+Status resolve_backend(Backend requested, const std::array<const void*, K>& pointers, Backend* chosen) noexcept {
   const int r = static_cast<int>(requested);
   if (r < static_cast<int>(Backend::Auto) || r > static_cast<int>(Backend::CUDA)) return Status::InvalidArgument;
   bool any_host = false, any_device = false;
@@ -116,8 +121,8 @@ int cpu_thread_count(const ExecutionConfig& config) noexcept {
 }
 
 /// Validation + backend choice, common to every entry point.
-template <class Problem>
-Status prepare(const Problem& problem, const LossOutputs& outputs, const ExecutionConfig& config,
+template <class Problem, class Outputs>
+Status prepare(const Problem& problem, const Outputs& outputs, const ExecutionConfig& config,
                Problem* normalised, Backend* backend) noexcept {
   const Status valid = detail::validate(problem, outputs, normalised);
   if (valid != Status::Success) return valid;
@@ -187,10 +192,11 @@ Status run_cuda(const Problem& p, const LossOutputs& outputs, const ExecutionCon
 
 /// compute() + wait + read the invalid-data count back (allocating a counter when the caller
 /// gave none).
-template <class Problem>
-Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
-  cudaStream_t stream = config.stream;
-  LossOutputs out = outputs;
+/// `run(outputs)` (enqueues a call with those outputs), then wait for the stream and read the
+/// invalid-data count back (allocating a counter when the caller gave none).
+template <class Outputs, class Run>
+Status sync_with_error_count(const Outputs& outputs, cudaStream_t stream, const Run& run) noexcept {
+  Outputs out = outputs;
   std::int64_t* own_counter = nullptr;
   if (out.error_count == nullptr) {
     if (cudaMallocAsync(reinterpret_cast<void**>(&own_counter), sizeof(std::int64_t), stream) != cudaSuccess) {
@@ -199,7 +205,7 @@ Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const Executi
     }
     out.error_count = own_counter;
   }
-  Status s = run_cuda(p, out, config, /*allow_alloc=*/true);
+  Status s = run(out);
   std::int64_t errors = 0;
   if (s == Status::Success &&
       cudaMemcpyAsync(&errors, out.error_count, sizeof errors, cudaMemcpyDeviceToHost, stream) != cudaSuccess)
@@ -211,6 +217,13 @@ Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const Executi
     return s;
   }
   return errors > 0 ? Status::InvalidValue : Status::Success;
+}
+
+/// compute() + wait + read the invalid-data count back.
+template <class Problem>
+Status run_cuda_sync(const Problem& p, const LossOutputs& outputs, const ExecutionConfig& config) noexcept {
+  return sync_with_error_count(outputs, config.stream,
+                               [&](const LossOutputs& out) { return run_cuda(p, out, config, /*allow_alloc=*/true); });
 }
 #endif
 
@@ -230,7 +243,108 @@ Status compute_impl(const Problem& problem, const LossOutputs& outputs, const Ex
 #endif
 }
 
+
+// ---- linear_cross_entropy -----------------------------------------------------------------------
+using LinearProblem = LinearCrossEntropyProblem;
+using LinearOutputs = LinearCrossEntropyOutputs;
+
+/// Validation, backend choice and the chunk layout (which depends on the backend).
+Status prepare_linear(const LinearProblem& problem, const LinearOutputs& outputs, const ExecutionConfig& config,
+                      LinearProblem* p, Backend* backend, detail::LinearCeLayout* layout) noexcept {
+  const Status s = prepare(problem, outputs, config, p, backend);
+  if (s != Status::Success) return s;
+  return detail::linear_ce_layout(*p, outputs, *backend, layout) ? Status::Success : Status::InvalidArgument;
+}
+
+Status linear_cpu(const LinearProblem& p, const LinearOutputs& outputs, const ExecutionConfig& config,
+                  const detail::LinearCeLayout& layout) noexcept {
+  if (config.workspace != nullptr) {
+    if (reinterpret_cast<std::uintptr_t>(config.workspace) % 256 != 0) return Status::InvalidArgument;
+    if (config.workspace_bytes < layout.bytes) return Status::WorkspaceTooSmall;
+    return detail::cpu_compute(p, outputs, layout, config.workspace, cpu_thread_count(config));
+  }
+  // No caller workspace: the same bytes from the heap (256-byte aligned like a caller's).
+  void* ws = nullptr;
+  if (layout.bytes > 0 && posix_memalign(&ws, 256, layout.bytes) != 0) return Status::OutOfMemory;
+  const Status s = detail::cpu_compute(p, outputs, layout, ws, cpu_thread_count(config));
+  std::free(ws);
+  return s;
+}
+
+#if FUSEDLOSS_WITH_CUDA
+Status linear_cuda(const LinearProblem& p, const LinearOutputs& outputs, const ExecutionConfig& config,
+                   const detail::LinearCeLayout& layout, bool allow_alloc) noexcept {
+  cudaStream_t stream = config.stream;
+  if (reinterpret_cast<std::uintptr_t>(config.workspace) % kWorkspaceAlignment != 0) return Status::InvalidArgument;
+  if (config.workspace != nullptr && layout.bytes <= config.workspace_bytes)
+    return detail::cuda_compute(p, outputs, layout, config.workspace, stream);
+  if (!allow_alloc) return Status::WorkspaceTooSmall;
+  void* workspace = nullptr;
+  if (cudaMallocAsync(&workspace, layout.bytes, stream) != cudaSuccess) {
+    cudaGetLastError();
+    return Status::OutOfMemory;
+  }
+  const Status s = detail::cuda_compute(p, outputs, layout, workspace, stream);
+  const bool freed = cudaFreeAsync(workspace, stream) == cudaSuccess;
+  if (s != Status::Success) return s;
+  return freed ? Status::Success : Status::CudaError;
+}
+
+Status linear_cuda_sync(const LinearProblem& p, const LinearOutputs& outputs, const ExecutionConfig& config,
+                        const detail::LinearCeLayout& layout) noexcept {
+  return sync_with_error_count(outputs, config.stream, [&](const LinearOutputs& out) {
+    return linear_cuda(p, out, config, layout, /*allow_alloc=*/true);
+  });
+}
+#endif
+
+Status linear_compute(const LinearProblem& problem, const LinearOutputs& outputs, const ExecutionConfig& config,
+                      bool synchronous) noexcept {
+  LinearProblem p;
+  Backend backend = Backend::CPU;
+  detail::LinearCeLayout layout;
+  const Status s = prepare_linear(problem, outputs, config, &p, &backend, &layout);
+  if (s != Status::Success) return s;
+  if (backend == Backend::CPU) return linear_cpu(p, outputs, config, layout);
+#if FUSEDLOSS_WITH_CUDA
+  return synchronous ? linear_cuda_sync(p, outputs, config, layout)
+                     : linear_cuda(p, outputs, config, layout, config.allow_stream_ordered_alloc);
+#else
+  (void)synchronous;
+  return Status::NotSupported;
+#endif
+}
+
 }  // namespace
+
+Status linear_cross_entropy_plan(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+                                 const ExecutionConfig& config, LinearCrossEntropyPlan* plan) noexcept {
+  if (plan == nullptr) return Status::InvalidArgument;
+  LinearProblem p;
+  Backend backend = Backend::CPU;
+  detail::LinearCeLayout layout;
+  const Status s = prepare_linear(problem, outputs, config, &p, &backend, &layout);
+  if (s != Status::Success) return s;
+  plan->chunk_rows = layout.chunk_rows;
+  plan->workspace_bytes = layout.bytes;
+  return Status::Success;
+}
+Status workspace_size(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+                      const ExecutionConfig& config, std::size_t* bytes) noexcept {
+  if (bytes == nullptr) return Status::InvalidArgument;
+  LinearCrossEntropyPlan plan;
+  const Status s = linear_cross_entropy_plan(problem, outputs, config, &plan);
+  if (s == Status::Success) *bytes = plan.workspace_bytes;
+  return s;
+}
+Status compute(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+               const ExecutionConfig& config) noexcept {
+  return linear_compute(problem, outputs, config, false);
+}
+Status compute_sync(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+                    const ExecutionConfig& config) noexcept {
+  return linear_compute(problem, outputs, config, true);
+}
 
 bool cuda_available() noexcept {
 #if FUSEDLOSS_WITH_CUDA

@@ -12,6 +12,7 @@
 #include <cstddef>
 
 #include "fusedloss/api.hpp"
+#include "src/linear_ce_plan.hpp"
 
 namespace fusedloss {
 namespace detail {
@@ -22,6 +23,9 @@ namespace detail {
 // `threads` >= 1. Results do not depend on `threads`.
 Status cpu_compute(const ElementwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept;
 Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept;
+/// `workspace`: layout.bytes of host memory, 256-byte aligned (see linear_ce_plan.hpp).
+Status cpu_compute(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+                   const LinearCeLayout& layout, void* workspace, int threads) noexcept;
 
 // ---- CUDA path (cuda/), present when FUSEDLOSS_WITH_CUDA is 1 --------------------------
 // Asynchronous on `stream`; never synchronises, never allocates. `d_workspace` holds at least
@@ -34,6 +38,9 @@ Status cuda_compute(const ElementwiseProblem& problem, const LossOutputs& output
                     std::size_t workspace_bytes, CUstream_st* stream) noexcept;
 Status cuda_compute(const RowwiseProblem& problem, const LossOutputs& outputs, void* d_workspace,
                     std::size_t workspace_bytes, CUstream_st* stream) noexcept;
+/// `d_workspace`: layout.bytes of device memory, 256-byte aligned (see linear_ce_plan.hpp).
+Status cuda_compute(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+                    const LinearCeLayout& layout, void* d_workspace, CUstream_st* stream) noexcept;
 
 }  // namespace detail
 }  // namespace fusedloss

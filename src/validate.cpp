@@ -208,5 +208,74 @@ Status validate(const RowwiseProblem& problem, const LossOutputs& out, RowwisePr
   return Status::Success;
 }
 
+Status validate(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& out,
+                LinearCrossEntropyProblem* normalised) noexcept {
+  LinearCrossEntropyProblem p = problem;
+  if (!is_value_dtype(p.dtype) || !is_known_reduction(p.reduction)) return Status::InvalidArgument;
+  if (p.reduction == Reduction::Default) p.reduction = Reduction::Mean;
+  if (p.reduction == Reduction::BatchMean) return Status::InvalidArgument;  // KL losses only
+  if (!grad_scale_float(p.grad_scale)) return Status::InvalidArgument;
+
+  // Shape: N >= 0 rows of H >= 1 hidden values (rows hidden_stride >= H apart), V >= 1 classes.
+  if (p.rows < 0 || p.hidden_size < 1 || p.classes < 1 || p.hidden_stride < 0 || p.max_chunk_rows < 0)
+    return Status::InvalidArgument;
+  if (p.hidden_stride == 0) p.hidden_stride = p.hidden_size;
+  if (p.hidden_stride < p.hidden_size) return Status::InvalidArgument;
+  // The GEMMs (CBLAS, cuBLAS) take int dimensions and leading dimensions.
+  constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
+  if (p.classes > kIntMax || p.hidden_stride > kIntMax) return Status::InvalidArgument;
+  const std::size_t elem = dtype_size(p.dtype);
+  std::int64_t hidden_span = 0, hidden_bytes = 0, weight_numel = 0, weight_bytes = 0, bias_bytes = 0;
+  if (p.rows > 0 && (__builtin_mul_overflow(p.rows - 1, p.hidden_stride, &hidden_span) ||
+                     __builtin_add_overflow(hidden_span, p.hidden_size, &hidden_span)))
+    return Status::InvalidArgument;
+  if (!byte_size(hidden_span, elem, &hidden_bytes) || __builtin_mul_overflow(p.classes, p.hidden_size, &weight_numel) ||
+      !byte_size(weight_numel, elem, &weight_bytes) || !byte_size(p.classes, elem, &bias_bytes))
+    return Status::InvalidArgument;
+
+  // Inputs: weight always (it defines the gradients' shapes), hidden and labels when there are rows.
+  if (p.weight == nullptr) return Status::InvalidArgument;
+  if (p.rows > 0 && (p.hidden == nullptr || p.labels == nullptr)) return Status::InvalidArgument;
+  if (p.labels != nullptr && !is_label_dtype(p.label_dtype)) return Status::InvalidArgument;
+  if (out.grad_bias != nullptr && p.bias == nullptr) return Status::InvalidArgument;  // no bias, no gradient
+
+  const RowwiseParams& k = p.params;
+  if (!(zero_or_positive_float(k.label_smoothing) && k.label_smoothing <= 1)) return Status::InvalidArgument;
+  if (!zero_or_positive_float(k.z_loss) || !zero_or_positive_float(k.softcap)) return Status::InvalidArgument;
+  if (k.log_target || k.temperature != 1.0) return Status::InvalidArgument;  // KL options: not this loss's
+
+  const std::int64_t loss_count = p.reduction == Reduction::None ? p.rows : 1;
+  if (loss_count > 0 && out.loss == nullptr) return Status::InvalidArgument;
+  std::int64_t label_bytes = 0, cw_bytes = 0, loss_bytes = 0, lse_bytes = 0;
+  if (p.labels != nullptr && !byte_size(p.rows, dtype_size(p.label_dtype), &label_bytes)) return Status::InvalidArgument;
+  if (p.class_weight != nullptr && !byte_size(p.classes, sizeof(float), &cw_bytes)) return Status::InvalidArgument;
+  if (!byte_size(loss_count, sizeof(float), &loss_bytes)) return Status::InvalidArgument;
+  if (out.lse != nullptr && !byte_size(p.rows, sizeof(float), &lse_bytes)) return Status::InvalidArgument;
+  if (!aligned(p.hidden, elem) || !aligned(p.weight, elem) || !aligned(p.bias, elem) ||
+      (p.labels != nullptr && !aligned(p.labels, dtype_size(p.label_dtype))) ||
+      !aligned(p.class_weight, sizeof(float)) || !aligned(out.loss, sizeof(float)) ||
+      !aligned(out.lse, sizeof(float)) || !aligned(out.grad_hidden, elem) || !aligned(out.grad_weight, elem) ||
+      !aligned(out.grad_bias, elem) || !aligned(out.error_count, sizeof(std::int64_t)))
+    return Status::InvalidArgument;
+  // No in-place output here: every output is disjoint from every input and every other output.
+  const Region regions[] = {
+      {p.hidden, hidden_bytes, false},
+      {p.weight, weight_bytes, false},
+      {p.bias, p.bias ? bias_bytes : 0, false},
+      {p.labels, label_bytes, false},
+      {p.class_weight, cw_bytes, false},
+      {out.loss, loss_bytes, true},
+      {out.lse, lse_bytes, true},
+      {out.grad_hidden, out.grad_hidden ? hidden_bytes : 0, true},
+      {out.grad_weight, out.grad_weight ? weight_bytes : 0, true},
+      {out.grad_bias, out.grad_bias ? bias_bytes : 0, true},
+      {out.error_count, out.error_count ? std::int64_t(sizeof(std::int64_t)) : 0, true},
+  };
+  if (!regions_disjoint(regions, -1, -1)) return Status::InvalidArgument;
+
+  *normalised = p;
+  return Status::Success;
+}
+
 }  // namespace detail
 }  // namespace fusedloss

@@ -11,6 +11,10 @@ namespace detail {
 /// row_stride resolved) in *normalised.
 Status validate(const ElementwiseProblem& problem, const LossOutputs& outputs, ElementwiseProblem* normalised) noexcept;
 Status validate(const RowwiseProblem& problem, const LossOutputs& outputs, RowwiseProblem* normalised) noexcept;
+/// linear_cross_entropy: reduction resolved (Default → Mean), hidden_stride resolved (0 → H).
+/// The memory budget is checked by linear_ce_layout (it depends on the backend).
+Status validate(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+                LinearCrossEntropyProblem* normalised) noexcept;
 
 /// Number of float32 values compute() writes to LossOutputs::loss (0 when none with no data).
 std::int64_t loss_output_count(const ElementwiseProblem& normalised) noexcept;

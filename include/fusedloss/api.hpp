@@ -139,11 +139,81 @@ struct ExecutionConfig {
   int cpu_threads = 0;  ///< CPU path worker threads; 0 = hardware concurrency
 };
 
+/// Linear + cross-entropy (the LM head and its loss): logits z = hidden · weightᵀ + bias, then
+/// sparse cross_entropy of z against `labels`, without ever holding the [N, V] logits. Rows are
+/// processed in chunks of `chunk_rows` (see LinearCrossEntropyPlan): a GEMM forms one chunk's
+/// fp32 logits in the workspace, the row-wise cross_entropy turns them into loss + ∂loss/∂z in
+/// place, and two GEMMs turn that into the chunk's rows of grad_hidden and its share of
+/// grad_weight (accumulated in fp32 over the chunks, rounded once at the end); grad_bias is the
+/// column sum of ∂loss/∂z. Chunks run in a fixed order with a fixed GEMM configuration, so the
+/// result is bitwise reproducible run to run.
+///
+/// Semantics are those of RowwiseProblem's sparse cross_entropy applied to z (softcap acts on z,
+/// bias included): ignore_index, class_weight, label_smoothing, z_loss, softcap, the lse output,
+/// reductions none / sum / mean (mean divides by Σ w[y_n] over valid, non-ignored rows).
+///
+/// Memory: the workspace (workspace_size) is at most `memory_budget_bytes`; it holds
+/// chunk_rows × V fp32 logits; for fp16/bf16 inputs fp32 copies of the chunk's hidden rows and
+/// of `weight` (V × H); the fp32 grad_weight accumulator (V × H) for fp16/bf16 or accumulate;
+/// V doubles for grad_bias. A budget that does not fit that plus one row is InvalidArgument.
+/// No [N, V] buffer is ever formed.
+struct LinearCrossEntropyProblem {
+  DType dtype = DType::Float32;     ///< hidden, weight, bias and the three gradients
+  std::int64_t rows = 0;            ///< N >= 0
+  std::int64_t hidden_size = 0;     ///< H >= 1
+  std::int64_t classes = 0;         ///< V >= 1 (vocabulary)
+  std::int64_t hidden_stride = 0;   ///< elements between rows of hidden / grad_hidden; 0 means H; else >= H
+  const void* hidden = nullptr;     ///< [N, hidden_stride]
+  const void* weight = nullptr;     ///< [V, H] dense row-major (nn.Linear's weight)
+  const void* bias = nullptr;       ///< [V] optional
+  const void* labels = nullptr;     ///< [N] class indices
+  DType label_dtype = DType::Int64;
+  const float* class_weight = nullptr;  ///< [V] optional float32 class weights
+  Reduction reduction = Reduction::Default;  ///< None, Sum or Mean (Default = Mean)
+  double grad_scale = 1.0;          ///< as RowwiseProblem::grad_scale
+  /// ignore_index, label_smoothing, z_loss, softcap as for cross_entropy; log_target and
+  /// temperature must keep their defaults.
+  RowwiseParams params{};
+  /// Upper bound of the workspace; the chunk size follows from it, V, H and the dtype.
+  std::size_t memory_budget_bytes = std::size_t(256) << 20;
+  /// Optional cap on the rows per chunk (0 = as many as the budget allows).
+  std::int64_t max_chunk_rows = 0;
+};
+
+/// Where linear_cross_entropy's results go (same memory space as the problem's data).
+struct LinearCrossEntropyOutputs {
+  float* loss = nullptr;        ///< required: 1 value (sum / mean) or N (none)
+  float* lse = nullptr;         ///< optional: float32 [N] logsumexp of each row's (softcapped) logits
+  void* grad_hidden = nullptr;  ///< optional: [N, hidden_stride] in dtype (H columns written)
+  void* grad_weight = nullptr;  ///< optional: [V, H] in dtype
+  void* grad_bias = nullptr;    ///< optional: [V] in dtype; needs `bias`
+  /// Gradient accumulation: grad_weight / grad_bias ← round(old + g), g this call's gradient as
+  /// the fp32 sum over chunks; i.e. exactly `old + (what a non-accumulating call writes)` for
+  /// fp32, with one rounding of the sum for fp16/bf16. (fp32 then needs a V × H fp32
+  /// accumulator in the workspace, as fp16/bf16 always do.)
+  bool accumulate = false;
+  std::int64_t* error_count = nullptr;  ///< as LossOutputs::error_count
+};
+
+/// How a call is cut up (linear_cross_entropy_plan).
+struct LinearCrossEntropyPlan {
+  std::int64_t chunk_rows = 0;        ///< rows per chunk (the last chunk may be shorter)
+  std::size_t workspace_bytes = 0;    ///< = workspace_size(); <= memory_budget_bytes
+};
+
+/// The chunking and workspace of a call (validates it like compute()).
+Status linear_cross_entropy_plan(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+                                 const ExecutionConfig& config, LinearCrossEntropyPlan* plan) noexcept;
+
 /// Phase 1: the workspace bytes compute() needs for this problem on the backend `config`
 /// selects (0 for the CPU path). Validates the problem like compute() does.
 Status workspace_size(const ElementwiseProblem& problem, const LossOutputs& outputs,
                       const ExecutionConfig& config, std::size_t* bytes) noexcept;
 Status workspace_size(const RowwiseProblem& problem, const LossOutputs& outputs,
+                      const ExecutionConfig& config, std::size_t* bytes) noexcept;
+/// linear_cross_entropy needs a workspace on both backends (see LinearCrossEntropyProblem). The
+/// CPU path uses ExecutionConfig::workspace (host memory) when given, else allocates it itself.
+Status workspace_size(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
                       const ExecutionConfig& config, std::size_t* bytes) noexcept;
 
 /// Phase 2: compute the loss and (if outputs.grad) its gradient.
@@ -153,6 +223,8 @@ Status compute(const ElementwiseProblem& problem, const LossOutputs& outputs,
                const ExecutionConfig& config = {}) noexcept;
 Status compute(const RowwiseProblem& problem, const LossOutputs& outputs,
                const ExecutionConfig& config = {}) noexcept;
+Status compute(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
+               const ExecutionConfig& config = {}) noexcept;
 
 /// compute(), then (CUDA path) wait for the stream and read the invalid-data count, so the
 /// return value is InvalidValue when any data value was invalid. A convenience for tests and
@@ -161,6 +233,8 @@ Status compute(const RowwiseProblem& problem, const LossOutputs& outputs,
 Status compute_sync(const ElementwiseProblem& problem, const LossOutputs& outputs,
                     const ExecutionConfig& config = {}) noexcept;
 Status compute_sync(const RowwiseProblem& problem, const LossOutputs& outputs,
+                    const ExecutionConfig& config = {}) noexcept;
+Status compute_sync(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
                     const ExecutionConfig& config = {}) noexcept;
 
 }  // namespace fusedloss

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -161,6 +162,10 @@ cudaError_t sticky_error();
 void set_sticky(cudaError_t e);
 /// Records `e` as the last error of this thread and returns it.
 cudaError_t set_error(cudaError_t e);
+
+/// Enqueues host work on a stream as the runtime orders it: run now, or recorded into the graph the stream
+/// is capturing (replayed with the graph). Library calls implemented on the CPU (sim/src/cublas.cpp) use it.
+cudaError_t enqueue_host(cudaStream_t stream, std::function<void()> work);
 
 /// The launch log (every OS thread appends).
 void record_launch(const LaunchRecord& r);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,7 +30,7 @@ struct CUevent_st {
 };
 
 namespace {
-enum class NodeKind { Kernel, Memcpy, Memset, Empty };
+enum class NodeKind { Kernel, Memcpy, Memset, Host, Empty };
 }
 
 struct CUgraphNode_st {
@@ -50,6 +51,8 @@ struct CUgraphNode_st {
   std::size_t bytes = 0;
   cudaMemcpyKind copy_kind = cudaMemcpyDefault;
   int value = 0;
+  // host work (a library call's CPU implementation, cudaLaunchHostFunc)
+  std::function<void()> host;
 };
 struct CUgraph_st {
   std::vector<std::unique_ptr<CUgraphNode_st>> nodes;
@@ -205,6 +208,9 @@ void replay(CUgraphNode_st* n) {
     case NodeKind::Memset:
       do_memset(n->dst, n->value, n->bytes);
       break;
+    case NodeKind::Host:
+      n->host();
+      break;
     case NodeKind::Empty:
       break;
   }
@@ -224,6 +230,19 @@ cudaError_t set_error(cudaError_t e) {
 void record_launch(const LaunchRecord& r) {
   std::lock_guard<std::mutex> lock(g_log_mutex);
   if (g_log.size() < 100000) g_log.push_back(r);
+}
+
+cudaError_t enqueue_host(cudaStream_t stream, std::function<void()> work) {
+  if (sticky_error() != cudaSuccess) return set_error(sticky_error());
+  if (CUstream_st* s = stream_of(stream); s != nullptr && s->capture != nullptr) {
+    auto node = std::make_unique<CUgraphNode_st>();
+    node->kind = NodeKind::Host;
+    node->host = std::move(work);
+    s->capture->nodes.push_back(std::move(node));
+    return cudaSuccess;
+  }
+  work();  // stream operations run when they are enqueued
+  return cudaSuccess;
 }
 
 }  // namespace internal

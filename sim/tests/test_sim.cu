@@ -1,6 +1,7 @@
 // The emulated device itself: each checker proven on a deliberately broken kernel, the schedules,
 // clusters with distributed shared memory, warp operations, graphs, and the launch records.
 #include <cooperative_groups.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -489,6 +490,73 @@ TEST_F(Sim, BadLaunchConfigurationsAreRefusedWithoutRunning) {
   EXPECT_TRUE(fusedloss_sim::launches().empty());
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // not sticky
   cudaFree(out);
+}
+
+/// The emulated cuBLAS (sim/src/cublas.cpp): the product itself, device-pointer scalars, graph capture, and
+/// memcheck / initcheck on the operands' extents.
+TEST_F(Sim, CublasSgemmComputesChecksOperandsAndIsCaptured) {
+  cublasHandle_t h = nullptr;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  // Column-major A [2 x 3], B [3 x 2]: C = A·B [2 x 2].
+  const float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 0, -1, 2, 1, 0}, scalars[2] = {2.0f, 0.0f};
+  float* d_a = device_array<float>(6);
+  float* d_b = device_array<float>(6);
+  float* d_s = device_array<float>(2);
+  float* d_c = nullptr;
+  ASSERT_EQ(cudaMalloc(&d_c, 4 * sizeof(float)), cudaSuccess);  // never written: beta = 0 must not read it
+  ASSERT_EQ(cudaMemcpy(d_a, a, sizeof a, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_b, b, sizeof b, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_s, scalars, sizeof scalars, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, d_s, d_a, 2, d_b, 3, d_s + 1, d_c, 2),
+            CUBLAS_STATUS_SUCCESS);
+  // C = 2·A·B: column 0 = 2·(1·a0 + 0·a1 − 1·a2) = 2·((1,2) − (5,6)), column 1 = 2·(2·(1,2) + 1·(3,4)) = (10, 16).
+  EXPECT_EQ(download(d_c, 4), (std::vector<float>{-8, -8, 10, 16})) << all_findings();
+
+  // Captured into a graph: nothing runs at capture, the replay computes (with the scalars of replay time).
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  ASSERT_EQ(cublasSetStream(h, stream), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  ASSERT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, d_s, d_a, 2, d_b, 3, d_s + 1, d_c, 2),
+            CUBLAS_STATUS_SUCCESS);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  const float three = 3.0f;
+  ASSERT_EQ(cudaMemcpy(d_s, &three, sizeof three, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(download(d_c, 4), (std::vector<float>{-8, -8, 10, 16}));
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(download(d_c, 4), (std::vector<float>{-12, -12, 15, 24}));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  ASSERT_EQ(cublasSetStream(h, nullptr), CUBLAS_STATUS_SUCCESS);
+  cudaStreamDestroy(stream);
+
+  // Bad arguments are refused before anything runs; an operand reaching past its allocation is a fault.
+  EXPECT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, d_s, d_a, 1, d_b, 3, d_s + 1, d_c, 2),
+            CUBLAS_STATUS_INVALID_VALUE);  // lda < m
+  EXPECT_TRUE(fusedloss_sim::findings().empty()) << all_findings();
+  EXPECT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, d_s, d_a, 2, d_b, 3, d_s + 1, d_c, 3),
+            CUBLAS_STATUS_SUCCESS);  // ldc = 3: C's extent is 5 floats of a 4-float allocation
+  EXPECT_TRUE(found("memcheck", "cublasSgemm: C")) << all_findings();
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorIllegalAddress);  // sticky
+  reset();
+
+  // Reading memory never written (B) is an initcheck finding.
+  float* d_a2 = device_array<float>(6);
+  float* d_b2 = nullptr;
+  float* d_c2 = device_array<float>(4);
+  ASSERT_EQ(cudaMalloc(&d_b2, 6 * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), CUBLAS_STATUS_SUCCESS);
+  const float one = 1.0f, zero = 0.0f;
+  EXPECT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, d_a2, 2, d_b2, 3, &zero, d_c2, 2),
+            CUBLAS_STATUS_SUCCESS);
+  EXPECT_TRUE(found("initcheck", "cublasSgemm reads uninitialised device memory in B")) << all_findings();
+  reset();
+  EXPECT_EQ(cublasDestroy(h), CUBLAS_STATUS_SUCCESS);
 }
 
 }  // namespace sim_test

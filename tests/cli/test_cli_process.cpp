@@ -278,6 +278,55 @@ TEST_F(Cli, EvalCrossEntropyWithOptionsMatchesTheLibrary) {
   EXPECT_NE(r.out.find("loss = "), std::string::npos) << r.out;
 }
 
+TEST_F(Cli, EvalLinearCrossEntropyMatchesTheLibrary) {
+  const std::int64_t N = 37, H = 19, V = 301;
+  const std::vector<float> h = random_floats(N * H, 6, -2, 2), w = random_floats(V * H, 7, -0.5f, 0.5f),
+                           b = random_floats(V, 8, -1, 1);
+  std::vector<std::int64_t> labels(N);
+  for (std::int64_t i = 0; i < N; ++i) labels[i] = (i * 13) % V;
+  labels[5] = -100;
+  const ProcessResult r =
+      run({"eval", "--device", "cpu", "--loss", "linear_cross_entropy", "--input", save_f32("h.npy", {N, H}, h),
+           "--target", save_i64("y.npy", {N}, labels), "--linear-weight", save_f32("w.npy", {V, H}, w), "--bias",
+           save_f32("b.npy", {V}, b), "--param", "label_smoothing=0.1", "--param", "z_loss=1e-4", "--out",
+           path("out")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  fusedloss::LinearCrossEntropyProblem p;
+  p.rows = N;
+  p.hidden_size = H;
+  p.classes = V;
+  p.hidden = h.data();
+  p.weight = w.data();
+  p.bias = b.data();
+  p.labels = labels.data();
+  p.params.label_smoothing = 0.1;
+  p.params.z_loss = 1e-4;
+  std::vector<float> loss(1), lse(N), gh(N * H), gw(V * H), gb(V);
+  fusedloss::LinearCrossEntropyOutputs out;
+  out.loss = loss.data();
+  out.lse = lse.data();
+  out.grad_hidden = gh.data();
+  out.grad_weight = gw.data();
+  out.grad_bias = gb.data();
+  fusedloss::ExecutionConfig cfg;
+  cfg.backend = fusedloss::Backend::CPU;
+  ASSERT_EQ(fusedloss::compute(p, out, cfg), fusedloss::Status::Success);
+  expect_same(read_f32(path("out/loss.npy")), loss, "loss");
+  expect_same(read_f32(path("out/lse.npy")), lse, "lse");
+  expect_same(read_f32(path("out/grad_hidden.npy")), gh, "grad_hidden");
+  expect_same(read_f32(path("out/grad_weight.npy")), gw, "grad_weight");
+  expect_same(read_f32(path("out/grad_bias.npy")), gb, "grad_bias");
+  EXPECT_EQ(read_npy(path("out/grad_weight.npy")).shape, (std::vector<std::int64_t>{V, H}));
+  // A weight whose H differs from hidden's is one clear line and exit 2, nothing written.
+  const ProcessResult bad =
+      run({"eval", "--device", "cpu", "--loss", "linear_cross_entropy", "--input", path("h.npy"), "--target",
+           path("y.npy"), "--linear-weight", save_f32("w2.npy", {V, H + 1}, random_floats(V * (H + 1), 9, -1, 1)),
+           "--out", path("out2")});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--linear-weight must be [V, H]"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(path("out2")));
+}
+
 TEST_F(Cli, EvalRowwiseLossesMatchTheLibrary) {
   const std::int64_t N = 9, C = 17;
   const std::vector<float> a = random_floats(N * C, 6, -3, 3), b = random_floats(N * C, 7, -3, 3);

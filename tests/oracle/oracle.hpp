@@ -666,4 +666,62 @@ inline Result kl_div_logits(int64_t N, int64_t C, const std::vector<double>& stu
   return res;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// linear_cross_entropy: z = h·Wᵀ + b (h [N, H] dense, W [V, H], b [V] or empty), then cross_entropy(z, labels).
+//   ∂L/∂h = G·W,  ∂L/∂W = Gᵀ·h,  ∂L/∂b = Σ_n G[n, ·]   with G = ∂L/∂z from cross_entropy above.
+// The matrix products are plain triple loops in long double; nothing is chunked.
+// ---------------------------------------------------------------------------------------------------------------
+struct LinearResult {
+  Result ce;                      // loss, lse, bad, and ce.grad = G = ∂L/∂z [N*V]
+  std::vector<double> logits;     // z [N*V]
+  std::vector<double> grad_hidden;  // [N*H]
+  std::vector<double> grad_weight;  // [V*H]
+  std::vector<double> grad_bias;    // [V] (empty without a bias)
+};
+
+inline LinearResult linear_cross_entropy(int64_t N, int64_t H, int64_t V, const std::vector<double>& hidden,
+                                         const std::vector<double>& weight, const std::vector<double>& bias,
+                                         const std::vector<int64_t>& labels, Red red, const RowParams& p = {}) {
+  using detail::real;
+  detail::require(static_cast<int64_t>(hidden.size()) == N * H && static_cast<int64_t>(weight.size()) == V * H,
+                  "linear_cross_entropy: hidden must be [N, H] and weight [V, H]");
+  detail::require(bias.empty() || static_cast<int64_t>(bias.size()) == V, "linear_cross_entropy: bias must be [V]");
+  LinearResult r;
+  r.logits.assign(static_cast<std::size_t>(N * V), 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t v = 0; v < V; ++v) {
+      real z = bias.empty() ? real(0) : real(bias[static_cast<std::size_t>(v)]);
+      for (int64_t k = 0; k < H; ++k)
+        z += real(hidden[static_cast<std::size_t>(n * H + k)]) * real(weight[static_cast<std::size_t>(v * H + k)]);
+      r.logits[static_cast<std::size_t>(n * V + v)] = static_cast<double>(z);
+    }
+  r.ce = cross_entropy(N, V, r.logits, labels, red, p);
+  const std::vector<double>& G = r.ce.grad;
+  r.grad_hidden.assign(static_cast<std::size_t>(N * H), 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < H; ++k) {
+      real g = 0;
+      for (int64_t v = 0; v < V; ++v)
+        g += real(G[static_cast<std::size_t>(n * V + v)]) * real(weight[static_cast<std::size_t>(v * H + k)]);
+      r.grad_hidden[static_cast<std::size_t>(n * H + k)] = static_cast<double>(g);
+    }
+  r.grad_weight.assign(static_cast<std::size_t>(V * H), 0.0);
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t k = 0; k < H; ++k) {
+      real g = 0;
+      for (int64_t n = 0; n < N; ++n)
+        g += real(G[static_cast<std::size_t>(n * V + v)]) * real(hidden[static_cast<std::size_t>(n * H + k)]);
+      r.grad_weight[static_cast<std::size_t>(v * H + k)] = static_cast<double>(g);
+    }
+  if (!bias.empty()) {
+    r.grad_bias.assign(static_cast<std::size_t>(V), 0.0);
+    for (int64_t v = 0; v < V; ++v) {
+      real g = 0;
+      for (int64_t n = 0; n < N; ++n) g += real(G[static_cast<std::size_t>(n * V + v)]);
+      r.grad_bias[static_cast<std::size_t>(v)] = static_cast<double>(g);
+    }
+  }
+  return r;
+}
+
 }  // namespace oracle
