@@ -43,7 +43,16 @@ def _launch(fn, args, device: torch.device) -> None:
             if need:  # freed on return, yet safe: the caching allocator reuses it only in stream order
                 call(stream, torch.empty(need, dtype=torch.uint8, device=device))
     else:
-        call(0)
+        need = call(0)
+        if need:  # linear_cross_entropy: its CPU path takes its chunk workspace from PyTorch's allocator too
+            call(0, _aligned_bytes(need, 256))  # the C++ API wants a workspace 256-byte aligned
+
+
+def _aligned_bytes(size: int, alignment: int) -> Tensor:
+    """``size`` uint8 CPU bytes starting at a multiple of ``alignment`` (CPU tensors are only 64-aligned)."""
+    raw = torch.empty(size + alignment - 1, dtype=torch.uint8)
+    offset = -raw.data_ptr() % alignment
+    return raw[offset:offset + size]
 
 
 def rows_ok(x: Tensor) -> bool:
@@ -174,3 +183,63 @@ def _(loss, input, labels, target, weight, reduction, grad_scale, ignore_index, 
       log_target, temperature):
     loss_out, _, lse, err = _rowwise_outputs(loss, input, reduction, False)
     return loss_out, lse, err
+
+
+# --- linear_cross_entropy ----------------------------------------------------------------------
+
+def _linear_ce_outputs(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], reduction: int,
+                       grad_hidden: bool, grad_weight: bool, grad_bias: bool):
+    n = hidden.shape[0]
+    loss = hidden.new_empty((n,) if reduction == NONE else (), dtype=torch.float32)
+    # The C++ API writes grad_hidden with hidden's row stride.
+    g_hidden = (torch.empty_strided(hidden.shape, hidden.stride(), dtype=hidden.dtype, device=hidden.device)
+                if grad_hidden else hidden.new_empty(0))
+    g_weight = torch.empty_like(weight, memory_format=torch.contiguous_format) if grad_weight else weight.new_empty(0)
+    g_bias = torch.empty_like(bias) if grad_bias and bias is not None else hidden.new_empty(0)
+    lse = hidden.new_empty((n,), dtype=torch.float32)
+    return loss, g_hidden, g_weight, g_bias, lse, hidden.new_empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("fusedloss::linear_cross_entropy", mutates_args=())
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], labels: Tensor,
+                         class_weight: Optional[Tensor], reduction: int, grad_scale: float, ignore_index: int,
+                         label_smoothing: float, z_loss: float, softcap: float, memory_budget: int,
+                         max_chunk_rows: int, grad_hidden: bool, grad_weight: bool,
+                         grad_bias: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(loss, grad_hidden, grad_weight, grad_bias, lse, error count); a gradient not asked for is empty."""
+    outs = _linear_ce_outputs(hidden, weight, bias, reduction, grad_hidden, grad_weight, grad_bias)
+    loss, g_hidden, g_weight, g_bias, lse, err = outs
+    args = (hidden, weight, bias, labels, class_weight, reduction, grad_scale, ignore_index, label_smoothing, z_loss,
+            softcap, memory_budget, max_chunk_rows, loss, lse, g_hidden if grad_hidden else None,
+            g_weight if grad_weight else None, g_bias if grad_bias and bias is not None else None, err)
+    _launch(_ext.linear_cross_entropy, args, hidden.device)
+    return outs
+
+
+@linear_cross_entropy.register_fake
+def _(hidden, weight, bias, labels, class_weight, reduction, grad_scale, ignore_index, label_smoothing, z_loss,
+      softcap, memory_budget, max_chunk_rows, grad_hidden, grad_weight, grad_bias):
+    return _linear_ce_outputs(hidden, weight, bias, reduction, grad_hidden, grad_weight, grad_bias)
+
+
+def _linear_ce_setup(ctx, inputs, output):
+    ctx.save_for_backward(*output[1:4])
+    ctx.computed = (inputs[13], inputs[14], inputs[15] and inputs[2] is not None)
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _linear_ce_backward(ctx, d_loss, *_):
+    """The saved gradients times the upstream one. With reduction none, d_loss is per row: exact for
+    grad_hidden (row n depends on row n's loss only); grad_weight / grad_bias sum over rows, so the
+    functional refuses that combination rather than return a wrong weight gradient."""
+    grads = []
+    for name, g, needed, computed in zip(("hidden", "weight", "bias"), ctx.saved_tensors, ctx.needs_input_grad,
+                                         ctx.computed):
+        if needed and not computed:  # None would read as a zero gradient
+            raise RuntimeError(f"fusedloss linear_cross_entropy: the {name} gradient was not computed in forward "
+                               f"(grad_{name}=False)")
+        grads.append(times_upstream(g, d_loss) if needed else None)
+    return tuple(grads) + (None,) * 13
+
+
+linear_cross_entropy.register_autograd(_linear_ce_backward, setup_context=_linear_ce_setup)
