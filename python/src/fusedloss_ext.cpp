@@ -116,6 +116,25 @@ std::size_t run(const Problem& problem, const Outputs& out, const Array& input, 
   throw std::runtime_error(message);
 }
 
+/// The sparse cross_entropy options RowwiseProblem and LinearCrossEntropyProblem share.
+template <class Problem>
+void set_cross_entropy_options(Problem& p, const OptArray& class_weight, const Who& who, const char* weight_message,
+                               int reduction, double grad_scale, int64_t ignore_index, double label_smoothing,
+                               double z_loss, double softcap) {
+  if (class_weight) {
+    require(is_float32(*class_weight) && class_weight->ndim() == 1 && int64_t(class_weight->shape(0)) == p.classes &&
+                dense(*class_weight),
+            who, weight_message);
+    p.class_weight = static_cast<const float*>(class_weight->data());
+  }
+  p.reduction = static_cast<fusedloss::Reduction>(reduction);
+  p.grad_scale = grad_scale;
+  p.params.ignore_index = ignore_index;
+  p.params.label_smoothing = label_smoothing;
+  p.params.z_loss = z_loss;
+  p.params.softcap = softcap;
+}
+
 std::size_t elementwise(int loss_id, const Array& input, const Array& target, const OptArray& weight,
                         const OptArray& pos_weight, int reduction, double grad_scale, double delta, double beta,
                         double pos_weight_scalar, const Array& loss_out, const OptArray& grad, const Array& error_count,
@@ -199,18 +218,8 @@ std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, con
     require(value_dtype(*target, "target", loss) == p.dtype, loss, "target must have the input's dtype");
     p.target = target->data();
   }
-  if (class_weight) {
-    require(is_float32(*class_weight) && class_weight->ndim() == 1 && int64_t(class_weight->shape(0)) == p.classes &&
-                dense(*class_weight),
-            loss, "weight must be a contiguous float32 [C] vector");
-    p.class_weight = static_cast<const float*>(class_weight->data());
-  }
-  p.reduction = static_cast<fusedloss::Reduction>(reduction);
-  p.grad_scale = grad_scale;
-  p.params.ignore_index = ignore_index;
-  p.params.label_smoothing = label_smoothing;
-  p.params.z_loss = z_loss;
-  p.params.softcap = softcap;
+  set_cross_entropy_options(p, class_weight, loss, "weight must be a contiguous float32 [C] vector", reduction,
+                            grad_scale, ignore_index, label_smoothing, z_loss, softcap);
   p.params.log_target = log_target;
   p.params.temperature = temperature;
   for (const OptArray& a : {labels, target, class_weight, OptArray(loss_out), grad, lse, OptArray(error_count)})
@@ -271,18 +280,8 @@ std::size_t linear_cross_entropy(const Array& hidden, const Array& weight, const
         "target labels must be a contiguous [N] vector");
   p.label_dtype = label_dtype(labels, who);
   p.labels = labels.data();
-  if (class_weight) {
-    check(is_float32(*class_weight) && class_weight->ndim() == 1 && int64_t(class_weight->shape(0)) == p.classes &&
-              dense(*class_weight),
-          "weight (class weights) must be a contiguous float32 [V] vector");
-    p.class_weight = static_cast<const float*>(class_weight->data());
-  }
-  p.reduction = static_cast<fusedloss::Reduction>(reduction);
-  p.grad_scale = grad_scale;
-  p.params.ignore_index = ignore_index;
-  p.params.label_smoothing = label_smoothing;
-  p.params.z_loss = z_loss;
-  p.params.softcap = softcap;
+  set_cross_entropy_options(p, class_weight, who, "class_weight must be a contiguous float32 [V] vector", reduction,
+                            grad_scale, ignore_index, label_smoothing, z_loss, softcap);
   p.memory_budget_bytes = memory_budget;
   p.max_chunk_rows = max_chunk_rows;
   for (const OptArray& a : {OptArray(weight), bias, OptArray(labels), class_weight, OptArray(loss_out), lse,

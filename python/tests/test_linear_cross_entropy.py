@@ -70,25 +70,19 @@ def test_matches_matmul_then_cross_entropy(case, dtype, chunk):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_no_bias_and_padded_rows(dtype):
+    """hidden rows 6 elements apart more than H, read in place (grad_hidden gets the same stride)."""
     hidden, weight, _, target = problem(with_bias=False)
-    padded = torch.randn(N, H + 6, generator=gen)[:, :H]
+    storage = torch.randn(N, H + 6, generator=gen, dtype=torch.float64).to(dtype)
+    padded = storage[:, :H]
     padded.copy_(hidden.detach())
     padded.requires_grad_()
-
-    def ours(h, w):
-        assert not h.is_contiguous() and h.stride(0) == H + 6  # the C++ API reads the padded rows as they are
-        return FL.linear_cross_entropy(h, w, target, max_chunk_rows=5)
-
-    def padded_in(dtype_):
-        base = torch.zeros(N, H + 6, dtype=dtype_)
-        base[:, :H] = padded.detach().to(dtype_)
-        return base[:, :H].requires_grad_()
-
-    h = padded_in(dtype)
     w = weight.detach().to(dtype).requires_grad_()
-    loss = ours(h, w)
-    gh, gw = torch.autograd.grad(loss, [h, w], torch.tensor(0.75, dtype=dtype))
-    h64, w64 = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    loss = FL.linear_cross_entropy(padded, w, target, max_chunk_rows=5)
+    gh, gw = torch.autograd.grad(loss, [padded, w], torch.tensor(0.75, dtype=dtype))
+    op_grad = torch.ops.fusedloss.linear_cross_entropy(padded, w, None, target, None, 1, 1.0, -100, 0.0, 0.0, 0.0,
+                                                       256 << 20, 5, True, False, False)[1]
+    assert op_grad.stride() == padded.stride()
+    h64, w64 = padded.detach().double().requires_grad_(), w.detach().double().requires_grad_()
     ref = reference(h64, w64, target)
     rh, rw = torch.autograd.grad(ref, [h64, w64], torch.tensor(0.75, dtype=torch.float64))
     assert_close(loss, ref, dtype)
@@ -164,21 +158,27 @@ def test_backward_refuses_a_gradient_the_forward_did_not_compute():
         loss.backward()
 
 
-def test_compile_fullgraph_matches_eager():
-    hidden, weight, bias, target = problem()
+def test_compiled_lm_head_has_no_graph_breaks_and_matches_torch():
+    """A body + LM head whose loss is the fused op, in one torch.compile(fullgraph=True) graph."""
+    hidden, _, _, target = problem()
+    torch.manual_seed(0)
+    body, head = torch.nn.Sequential(torch.nn.Linear(H, 48), torch.nn.Tanh()), torch.nn.Linear(48, V)
+    params = list(body.parameters()) + list(head.parameters())
 
-    def step(h, w, b, y):
-        return FL.linear_cross_entropy(h, w, y, b, label_smoothing=0.1, softcap=5.0) * 2
+    def ours(x, y):
+        return FL.linear_cross_entropy(body(x), head.weight, y, head.bias, label_smoothing=0.1, softcap=5.0) * 2
+
+    def theirs(x, y):
+        return reference(body(x), head.weight, y, head.bias, label_smoothing=0.1, softcap=5.0) * 2
 
     torch._dynamo.reset()
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    got = compiled(hidden, weight, bias, target)
-    got_grads = torch.autograd.grad(got, [hidden, weight, bias])
-    want = step(hidden, weight, bias, target)
-    want_grads = torch.autograd.grad(want, [hidden, weight, bias])
-    assert torch.equal(got, want)
-    for a, b in zip(got_grads, want_grads):
-        assert torch.equal(a, b)
+    results = []
+    for fn in (torch.compile(ours, fullgraph=True), theirs):
+        loss = fn(hidden.detach(), target)
+        results.append((loss.detach(), torch.autograd.grad(loss, params)))
+    assert_close(results[0][0], results[1][0], torch.float32)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert_close(a, b, torch.float32)
 
 
 h, w, b, y = torch.randn(4, 8), torch.randn(10, 8), torch.randn(10), torch.tensor([0, 1, 2, 9])
@@ -192,7 +192,7 @@ h, w, b, y = torch.randn(4, 8), torch.randn(10, 8), torch.randn(10), torch.tenso
     (lambda: FL.linear_cross_entropy(h, w, y.float()), TypeError, "target must hold class indices"),
     (lambda: FL.linear_cross_entropy(h, w, y.to(torch.int16)), TypeError, "class labels must be int64 or int32"),
     (lambda: FL.linear_cross_entropy(h, w, y, b[:9]), ValueError, "bias must be a contiguous [V] vector"),
-    (lambda: FL.linear_cross_entropy(h, w, y, class_weight=torch.ones(9)), ValueError, "class weights"),
+    (lambda: FL.linear_cross_entropy(h, w, y, class_weight=torch.ones(9)), ValueError, "class_weight must be a contiguous float32 [V] vector"),
     (lambda: FL.linear_cross_entropy(h.reshape(2, 2, 8), w, y), ValueError, "hidden must be 2-D"),
     (lambda: FL.linear_cross_entropy(h, w, y, label_smoothing=1.5), ValueError,
      "fusedloss linear_cross_entropy: invalid argument"),

@@ -1,10 +1,12 @@
 """The torch.library custom ops: one fused call computes the loss and keeps its gradient.
 
-Three ops cover every loss: ``fusedloss::elementwise``, ``fusedloss::rowwise`` (functional, with
+Three ops cover every loss on given logits: ``fusedloss::elementwise``, ``fusedloss::rowwise`` (functional, with
 an autograd formula) and ``fusedloss::rowwise_inplace`` (writes the gradient over the logits; a
 mutating op cannot carry a registered autograd formula, so ``functional`` wraps it in an
 autograd.Function). Each returns the float32 loss, the saved gradient, and the int64 count of
 invalid data values; ``rowwise`` also returns the per-row logsumexp for cross_entropy.
+``fusedloss::linear_cross_entropy`` (the LM head: matmul + cross_entropy without the [N, V]
+logits) returns the gradients of hidden, weight and bias from its one call.
 """
 from typing import Optional, Tuple
 
