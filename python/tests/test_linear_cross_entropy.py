@@ -91,14 +91,13 @@ def test_no_bias_and_padded_rows(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_reduction_none_gives_the_hidden_gradient(dtype):
+@pytest.mark.parametrize("case", ["plain", "everything_but_reduction"])
+def test_reduction_none_with_per_row_upstream(case, dtype):
+    """grad_output differs per row: grad_hidden from the fused call, weight / bias recomputed."""
     hidden, weight, bias, target = problem()
-    weight, bias = weight.detach(), bias.detach()
-    compare(lambda h: FL.linear_cross_entropy(h, weight.to(h.dtype), target, bias.to(h.dtype), reduction="none",
-                                              label_smoothing=0.1),
-            lambda h: reference(h, weight.to(h.dtype), target, bias.to(h.dtype), reduction="none",
-                                label_smoothing=0.1),
-            [hidden], dtype)
+    options = {k: v for k, v in OPTIONS["everything"].items() if k != "reduction"} if case != "plain" else {}
+    compare(lambda h, w, b: FL.linear_cross_entropy(h, w, target, b, reduction="none", max_chunk_rows=8, **options),
+            lambda h, w, b: reference(h, w, target, b, reduction="none", **options), [hidden, weight, bias], dtype)
 
 
 def test_lse_error_count_and_int32_labels():
@@ -138,9 +137,7 @@ def test_module_and_gradient_accumulation_over_steps():
 def op_args(reduction):
     hidden, weight, bias, target = problem(n=9)
     class_weight = torch.rand(V, generator=gen) + 0.1
-    wants = (reduction != fusedloss.REDUCTIONS["none"],) * 2
-    if not wants[0]:  # the op computes no weight/bias gradient, so they must not require one
-        weight, bias = weight.detach(), bias.detach()
+    wants = (reduction != fusedloss.REDUCTIONS["none"],) * 2  # none: backward recomputes them
     return (hidden, weight, bias, target, class_weight, reduction, 1.0, -100, 0.1, 1e-3, 0.0, 256 << 20, 4,
             True) + wants
 
@@ -198,8 +195,6 @@ h, w, b, y = torch.randn(4, 8), torch.randn(10, 8), torch.randn(10), torch.tenso
      "fusedloss linear_cross_entropy: invalid argument"),
     (lambda: FL.linear_cross_entropy(h, w, y, reduction="batchmean"), ValueError, "invalid argument"),
     (lambda: FL.linear_cross_entropy(h, w, y, memory_budget=16), ValueError, "invalid argument"),
-    (lambda: FL.linear_cross_entropy(h, w.detach().requires_grad_(), y, reduction="none"), NotImplementedError,
-     "reduction='none' cannot give weight/bias gradients"),
     (lambda: FL.LinearCrossEntropyLoss(smoothing=0.1), TypeError, "smoothing"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_invalid_call_raises(call, error, text):

@@ -225,22 +225,55 @@ def _(hidden, weight, bias, labels, class_weight, reduction, grad_scale, ignore_
 
 
 def _linear_ce_setup(ctx, inputs, output):
-    ctx.save_for_backward(*output[1:4])
-    ctx.computed = (inputs[13], inputs[14], inputs[15] and inputs[2] is not None)
+    hidden, weight, bias, labels, class_weight, reduction = inputs[:6]
+    ctx.options = inputs[5:13]
+    ctx.computed = (inputs[13], inputs[14], inputs[15] and bias is not None)
+    # reduction none: the weight / bias gradients are recomputed in backward (see there), so the inputs are kept.
+    kept = (hidden, weight, bias, labels, class_weight) if reduction == NONE else (None,) * 5
+    ctx.save_for_backward(*output[1:4], *kept)
     ctx.mark_non_differentiable(*output[1:])
 
 
+def _weight_grads_per_row(hidden, weight, bias, labels, class_weight, options, d_loss):
+    """Σ_n d_loss[n]·∂loss_n/∂(weight, bias) for reduction none, where d_loss is per row and the
+    forward's one fused sum over rows cannot be rescaled. Recomputes the logits chunk by chunk
+    (within the forward's memory budget) with the same row-wise cross_entropy op; fp32 sums."""
+    reduction, grad_scale, ignore_index, label_smoothing, z_loss, softcap, memory_budget, max_chunk_rows = options
+    n, v = hidden.shape[0], weight.shape[0]
+    w32 = weight.float()
+    b32 = None if bias is None else bias.float()
+    g_weight, g_bias = torch.zeros_like(w32), torch.zeros(v, dtype=torch.float32, device=weight.device)
+    chunk = max_chunk_rows or max(1, memory_budget // (3 * 4 * v))  # logits, their gradient, its scaled copy
+    for start in range(0, n, chunk):
+        rows = slice(start, min(n, start + chunk))
+        h32 = hidden[rows].float()
+        z = torch.addmm(b32, h32, w32.T) if b32 is not None else h32 @ w32.T
+        dz = rowwise("cross_entropy", z, labels[rows], None, class_weight, NONE, grad_scale, ignore_index,
+                     label_smoothing, z_loss, softcap, False, 1.0, True)[1]
+        dz = dz * d_loss[rows].float().unsqueeze(1)
+        g_weight.addmm_(dz.T, h32)
+        g_bias += dz.sum(0)
+    return g_weight.to(weight.dtype), (None if bias is None else g_bias.to(bias.dtype))
+
+
 def _linear_ce_backward(ctx, d_loss, *_):
-    """The saved gradients times the upstream one. With reduction none, d_loss is per row: exact for
-    grad_hidden (row n depends on row n's loss only); grad_weight / grad_bias sum over rows, so the
-    functional refuses that combination rather than return a wrong weight gradient."""
+    """The saved gradients times the upstream one. With reduction none d_loss is per row: exact for
+    grad_hidden (row n depends on row n's loss only), while grad_weight / grad_bias sum over rows
+    and are recomputed (_weight_grads_per_row)."""
+    g_hidden, g_weight, g_bias, *kept = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    per_row = ctx.options[0] == NONE and (need[1] or need[2])
+    if per_row:
+        g_weight, g_bias = _weight_grads_per_row(*kept, ctx.options, d_loss)
     grads = []
-    for name, g, needed, computed in zip(("hidden", "weight", "bias"), ctx.saved_tensors, ctx.needs_input_grad,
-                                         ctx.computed):
-        if needed and not computed:  # None would read as a zero gradient
+    for i, (name, g) in enumerate((("hidden", g_hidden), ("weight", g_weight), ("bias", g_bias))):
+        if not need[i] or (per_row and i > 0):  # recomputed ones already carry d_loss
+            grads.append(g if need[i] else None)
+        elif not ctx.computed[i]:  # None would read as a zero gradient
             raise RuntimeError(f"fusedloss linear_cross_entropy: the {name} gradient was not computed in forward "
                                f"(grad_{name}=False)")
-        grads.append(times_upstream(g, d_loss) if needed else None)
+        else:
+            grads.append(times_upstream(g, d_loss))
     return tuple(grads) + (None,) * 13
 
 

@@ -236,8 +236,9 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, class_weight=None
     workspace, gives the loss and the gradients of hidden, weight and bias (fp32-accumulated,
     bitwise reproducible); backward only scales them. Options as ``cross_entropy`` (``class_weight``
     is its ``weight``); softcap acts on the logits with the bias. ``max_chunk_rows`` caps the chunk.
-    With ``reduction="none"`` only hidden may require grad (the weight gradient sums over rows, and
-    per-row upstream gradients cannot be applied to a sum already taken).
+    With ``reduction="none"`` the upstream gradient is per row: grad_hidden still comes from the
+    fused call, while the weight / bias gradients (sums over rows) are recomputed in backward,
+    chunk by chunk within ``memory_budget`` (one more matmul pass over the logits).
     """
     what = "fusedloss linear_cross_entropy"
     for name, t in (("hidden", hidden), ("weight", weight), ("bias", bias)):
@@ -246,16 +247,14 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, class_weight=None
                              f"got shape {tuple(t.shape)}")
     if target.is_floating_point():
         raise TypeError(f"{what}: target must hold class indices (int64 or int32), got {target.dtype}")
-    if reduction == "none" and _wants_grad(weight, bias):
-        raise NotImplementedError(f"{what}: reduction='none' cannot give weight/bias gradients; use 'sum' or "
-                                  "'mean' (or detach weight and bias)")
     if not _ops.rows_ok(hidden):
         hidden = hidden.contiguous()
     weight = weight.contiguous()
     bias = None if bias is None else bias.contiguous()
     if class_weight is not None:
         class_weight = class_weight.to(torch.float32).contiguous()
-    wants = [_wants_grad(t) for t in (hidden, weight, bias)]
+    # reduction none: backward recomputes the weight / bias gradients for its per-row grad_output.
+    wants = [_wants_grad(hidden)] + [reduction != "none" and _wants_grad(t) for t in (weight, bias)]
     loss, _, _, _, lse, err = _ops.linear_cross_entropy(
         hidden, weight, bias, target.contiguous(), class_weight, reduction_code(reduction), grad_scale, ignore_index,
         label_smoothing, z_loss, softcap, int(memory_budget), int(max_chunk_rows), *wants)
