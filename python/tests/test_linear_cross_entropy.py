@@ -100,6 +100,15 @@ def test_reduction_none_with_per_row_upstream(case, dtype):
             lambda h, w, b: reference(h, w, target, b, reduction="none", **options), [hidden, weight, bias], dtype)
 
 
+@pytest.mark.parametrize("n", [0, 1])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_and_single_row(n, reduction):
+    hidden, weight, bias, _ = problem(n=n)
+    target = torch.randint(0, V, (n,), generator=gen)
+    compare(lambda h, w, b: FL.linear_cross_entropy(h, w, target, b, reduction=reduction),
+            lambda h, w, b: reference(h, w, target, b, reduction=reduction), [hidden, weight, bias], torch.float32)
+
+
 def test_lse_error_count_and_int32_labels():
     hidden, weight, bias, target = problem()
     bad = target.clone()
