@@ -22,7 +22,14 @@ namespace {
 
 std::string describe(fusedloss::Loss loss) { return std::string("fusedloss ") + fusedloss::loss_name(loss); }
 
-fusedloss::DType value_dtype(const Array& a, const char* what, fusedloss::Loss loss) {
+/// The op an error message names: a loss, or an op name such as "fusedloss linear_cross_entropy".
+struct Who {
+  std::string name;
+  Who(fusedloss::Loss loss) : name(describe(loss)) {}  // NOLINT(google-explicit-constructor)
+  Who(const char* op) : name(op) {}                     // NOLINT(google-explicit-constructor)
+};
+
+fusedloss::DType value_dtype(const Array& a, const char* what, const Who& who) {
   const nb::dlpack::dtype d = a.dtype();
   if (d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Float)) {
     if (d.bits == 32) return fusedloss::DType::Float32;
@@ -30,16 +37,16 @@ fusedloss::DType value_dtype(const Array& a, const char* what, fusedloss::Loss l
   }
   if (d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && d.bits == 16)
     return fusedloss::DType::BFloat16;
-  throw nb::type_error((describe(loss) + ": " + what + " must be float32, float16 or bfloat16").c_str());
+  throw nb::type_error((who.name + ": " + what + " must be float32, float16 or bfloat16").c_str());
 }
 
-fusedloss::DType label_dtype(const Array& a, fusedloss::Loss loss) {
+fusedloss::DType label_dtype(const Array& a, const Who& who) {
   const nb::dlpack::dtype d = a.dtype();
   if (d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Int)) {
     if (d.bits == 64) return fusedloss::DType::Int64;
     if (d.bits == 32) return fusedloss::DType::Int32;
   }
-  throw nb::type_error((describe(loss) + ": class labels must be int64 or int32").c_str());
+  throw nb::type_error((who.name + ": class labels must be int64 or int32").c_str());
 }
 
 bool is_float32(const Array& a) {
@@ -57,35 +64,36 @@ bool dense(const Array& a) {
   return true;
 }
 
-void require(bool ok, fusedloss::Loss loss, const std::string& message) {
-  if (!ok) throw nb::value_error((describe(loss) + ": " + message).c_str());
+void require(bool ok, const Who& who, const std::string& message) {
+  if (!ok) throw nb::value_error((who.name + ": " + message).c_str());
 }
 
-void require_dense(const Array& a, fusedloss::Loss loss, const char* what) {
-  require(dense(a), loss, std::string(what) + " must be contiguous");
+void require_dense(const Array& a, const Who& who, const char* what) {
+  require(dense(a), who, std::string(what) + " must be contiguous");
 }
 
 /// The int64 scalar the library overwrites with the number of invalid data values.
-std::int64_t* error_count_ptr(const Array& a, fusedloss::Loss loss) {
+std::int64_t* error_count_ptr(const Array& a, const Who& who) {
   const nb::dlpack::dtype d = a.dtype();
-  require(a.size() == 1 && d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Int) && d.bits == 64, loss,
+  require(a.size() == 1 && d.lanes == 1 && d.code == uint8_t(nb::dlpack::dtype_code::Int) && d.bits == 64, who,
           "error_count must be one int64");
   return static_cast<std::int64_t*>(a.data());
 }
 
 /// All arrays of one call share the first array's device.
-void require_same_device(const Array& first, const OptArray& other, fusedloss::Loss loss, const char* what) {
+void require_same_device(const Array& first, const OptArray& other, const Who& who, const char* what) {
   if (!other) return;
-  require(other->device_type() == first.device_type() && other->device_id() == first.device_id(), loss,
+  require(other->device_type() == first.device_type() && other->device_id() == first.device_id(), who,
           std::string(what) + " is on a different device than the input");
 }
 
 /// Phase 1 and 2 of the C++ API. Returns the workspace bytes still needed (nothing computed) when
 /// `workspace` is absent or too small, else 0 after computing. InvalidValue is not an error here:
 /// the bad elements are reported through error_count, as on the asynchronous CUDA path.
-template <class Problem>
-std::size_t run(const Problem& problem, const fusedloss::LossOutputs& out, const Array& input, int cpu_threads,
-                std::uintptr_t stream, const OptArray& workspace) {
+/// `who` names the op in error messages.
+template <class Problem, class Outputs>
+std::size_t run(const Problem& problem, const Outputs& out, const Array& input, int cpu_threads,
+                std::uintptr_t stream, const OptArray& workspace, const Who& who) {
   fusedloss::ExecutionConfig cfg;
   cfg.cpu_threads = cpu_threads;
   cfg.backend = input.device_type() == nb::device::cpu::value ? fusedloss::Backend::CPU : fusedloss::Backend::CUDA;
@@ -103,9 +111,28 @@ std::size_t run(const Problem& problem, const fusedloss::LossOutputs& out, const
     s = fusedloss::compute(problem, out, cfg);
   }
   if (s == fusedloss::Status::Success || s == fusedloss::Status::InvalidValue) return 0;
-  const std::string message = describe(problem.loss) + ": " + fusedloss::status_string(s);
+  const std::string message = who.name + ": " + fusedloss::status_string(s);
   if (s == fusedloss::Status::InvalidArgument) throw nb::value_error(message.c_str());
   throw std::runtime_error(message);
+}
+
+/// The sparse cross_entropy options RowwiseProblem and LinearCrossEntropyProblem share.
+template <class Problem>
+void set_cross_entropy_options(Problem& p, const OptArray& class_weight, const Who& who, const char* weight_message,
+                               int reduction, double grad_scale, int64_t ignore_index, double label_smoothing,
+                               double z_loss, double softcap) {
+  if (class_weight) {
+    require(is_float32(*class_weight) && class_weight->ndim() == 1 && int64_t(class_weight->shape(0)) == p.classes &&
+                dense(*class_weight),
+            who, weight_message);
+    p.class_weight = static_cast<const float*>(class_weight->data());
+  }
+  p.reduction = static_cast<fusedloss::Reduction>(reduction);
+  p.grad_scale = grad_scale;
+  p.params.ignore_index = ignore_index;
+  p.params.label_smoothing = label_smoothing;
+  p.params.z_loss = z_loss;
+  p.params.softcap = softcap;
 }
 
 std::size_t elementwise(int loss_id, const Array& input, const Array& target, const OptArray& weight,
@@ -155,7 +182,7 @@ std::size_t elementwise(int loss_id, const Array& input, const Array& target, co
     out.grad = grad->data();
   }
   out.error_count = error_count_ptr(error_count, loss);
-  return run(p, out, input, cpu_threads, stream, workspace);
+  return run(p, out, input, cpu_threads, stream, workspace, loss);
 }
 
 std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, const OptArray& target,
@@ -191,18 +218,8 @@ std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, con
     require(value_dtype(*target, "target", loss) == p.dtype, loss, "target must have the input's dtype");
     p.target = target->data();
   }
-  if (class_weight) {
-    require(is_float32(*class_weight) && class_weight->ndim() == 1 && int64_t(class_weight->shape(0)) == p.classes &&
-                dense(*class_weight),
-            loss, "weight must be a contiguous float32 [C] vector");
-    p.class_weight = static_cast<const float*>(class_weight->data());
-  }
-  p.reduction = static_cast<fusedloss::Reduction>(reduction);
-  p.grad_scale = grad_scale;
-  p.params.ignore_index = ignore_index;
-  p.params.label_smoothing = label_smoothing;
-  p.params.z_loss = z_loss;
-  p.params.softcap = softcap;
+  set_cross_entropy_options(p, class_weight, loss, "weight must be a contiguous float32 [C] vector", reduction,
+                            grad_scale, ignore_index, label_smoothing, z_loss, softcap);
   p.params.log_target = log_target;
   p.params.temperature = temperature;
   for (const OptArray& a : {labels, target, class_weight, OptArray(loss_out), grad, lse, OptArray(error_count)})
@@ -222,7 +239,86 @@ std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, con
     out.lse = static_cast<float*>(lse->data());
   }
   out.error_count = error_count_ptr(error_count, loss);
-  return run(p, out, input, cpu_threads, stream, workspace);
+  return run(p, out, input, cpu_threads, stream, workspace, loss);
+}
+
+/// hidden [N, H] (row stride >= H) · weight[V, H]ᵀ + bias → sparse cross_entropy, in chunks within
+/// `memory_budget` bytes of workspace; every output but loss and error_count optional.
+std::size_t linear_cross_entropy(const Array& hidden, const Array& weight, const OptArray& bias, const Array& labels,
+                                 const OptArray& class_weight, int reduction, double grad_scale, int64_t ignore_index,
+                                 double label_smoothing, double z_loss, double softcap, std::size_t memory_budget,
+                                 int64_t max_chunk_rows, const Array& loss_out, const OptArray& lse,
+                                 const OptArray& grad_hidden, const OptArray& grad_weight, const OptArray& grad_bias,
+                                 const Array& error_count, int cpu_threads, std::uintptr_t stream,
+                                 const OptArray& workspace) {
+  const Who who("fusedloss linear_cross_entropy");
+  auto check = [&](bool ok, const std::string& message) { require(ok, who, message); };
+  auto dtype_of = [&](const Array& a, const char* name) { return value_dtype(a, name, who); };
+  check(hidden.ndim() == 2, "hidden must be 2-D [N, H]");
+  check(weight.ndim() == 2, "weight must be 2-D [V, H]");
+  fusedloss::LinearCrossEntropyProblem p;
+  p.dtype = dtype_of(hidden, "hidden");
+  p.rows = int64_t(hidden.shape(0));
+  p.hidden_size = int64_t(hidden.shape(1));
+  p.classes = int64_t(weight.shape(0));
+  check(int64_t(weight.shape(1)) == p.hidden_size, "weight must be [V, H] with hidden's H");
+  check(dtype_of(weight, "weight") == p.dtype, "weight must have hidden's dtype");
+  check(dense(weight), "weight must be contiguous");
+  // Rows of hidden may be padded (row stride >= H); a row's elements must be adjacent.
+  p.hidden_stride = p.rows <= 1 ? p.hidden_size : hidden.stride(0);
+  check((p.hidden_size == 1 || hidden.stride(1) == 1) && p.hidden_stride >= p.hidden_size,
+        "hidden rows must be contiguous with a row stride >= H");
+  p.hidden = hidden.data();
+  p.weight = weight.data();
+  if (bias) {
+    check(bias->ndim() == 1 && int64_t(bias->shape(0)) == p.classes && dense(*bias) &&
+              dtype_of(*bias, "bias") == p.dtype,
+          "bias must be a contiguous [V] vector of hidden's dtype");
+    p.bias = bias->data();
+  }
+  check(labels.ndim() == 1 && int64_t(labels.shape(0)) == p.rows && dense(labels),
+        "target labels must be a contiguous [N] vector");
+  p.label_dtype = label_dtype(labels, who);
+  p.labels = labels.data();
+  set_cross_entropy_options(p, class_weight, who, "class_weight must be a contiguous float32 [V] vector", reduction,
+                            grad_scale, ignore_index, label_smoothing, z_loss, softcap);
+  p.memory_budget_bytes = memory_budget;
+  p.max_chunk_rows = max_chunk_rows;
+  for (const OptArray& a : {OptArray(weight), bias, OptArray(labels), class_weight, OptArray(loss_out), lse,
+                            grad_hidden, grad_weight, grad_bias, OptArray(error_count)})
+    require_same_device(hidden, a, who, "an argument");
+
+  fusedloss::LinearCrossEntropyOutputs out;
+  check(is_float32(loss_out) && dense(loss_out), "loss output must be contiguous float32");
+  check(loss_out.size() == (p.reduction == fusedloss::Reduction::None ? std::size_t(p.rows) : 1),
+        "loss output has the wrong size");
+  out.loss = static_cast<float*>(loss_out.data());
+  if (lse) {
+    check(is_float32(*lse) && lse->ndim() == 1 && int64_t(lse->shape(0)) == p.rows && dense(*lse),
+          "lse output must be a contiguous float32 [N] vector");
+    out.lse = static_cast<float*>(lse->data());
+  }
+  if (grad_hidden) {
+    check(grad_hidden->ndim() == 2 && grad_hidden->shape(0) == hidden.shape(0) &&
+              grad_hidden->shape(1) == hidden.shape(1) && (p.rows <= 1 || grad_hidden->stride(0) == p.hidden_stride) &&
+              (p.hidden_size == 1 || grad_hidden->stride(1) == 1) && dtype_of(*grad_hidden, "grad_hidden") == p.dtype,
+          "grad_hidden must have hidden's shape, row stride and dtype");
+    out.grad_hidden = grad_hidden->data();
+  }
+  if (grad_weight) {
+    check(grad_weight->size() == weight.size() && dense(*grad_weight) &&
+              dtype_of(*grad_weight, "grad_weight") == p.dtype,
+          "grad_weight must be contiguous with weight's shape and dtype");
+    out.grad_weight = grad_weight->data();
+  }
+  if (grad_bias) {
+    check(grad_bias->size() == std::size_t(p.classes) && dense(*grad_bias) &&
+              dtype_of(*grad_bias, "grad_bias") == p.dtype,
+          "grad_bias must be a contiguous [V] vector of hidden's dtype");
+    out.grad_bias = grad_bias->data();
+  }
+  out.error_count = error_count_ptr(error_count, who);
+  return run(p, out, hidden, cpu_threads, stream, workspace, who);
 }
 
 }  // namespace
@@ -237,6 +333,12 @@ NB_MODULE(_fusedloss, m) {
         nb::arg("class_weight").none(), nb::arg("reduction"), nb::arg("grad_scale"), nb::arg("ignore_index"),
         nb::arg("label_smoothing"), nb::arg("z_loss"), nb::arg("softcap"), nb::arg("log_target"),
         nb::arg("temperature"), nb::arg("loss_out"), nb::arg("grad").none(), nb::arg("lse").none(),
+        nb::arg("error_count"), nb::arg("cpu_threads"), nb::arg("stream"), nb::arg("workspace").none());
+  m.def("linear_cross_entropy", &linear_cross_entropy, nb::arg("hidden"), nb::arg("weight"), nb::arg("bias").none(),
+        nb::arg("labels"), nb::arg("class_weight").none(), nb::arg("reduction"), nb::arg("grad_scale"),
+        nb::arg("ignore_index"), nb::arg("label_smoothing"), nb::arg("z_loss"), nb::arg("softcap"),
+        nb::arg("memory_budget"), nb::arg("max_chunk_rows"), nb::arg("loss_out"), nb::arg("lse").none(),
+        nb::arg("grad_hidden").none(), nb::arg("grad_weight").none(), nb::arg("grad_bias").none(),
         nb::arg("error_count"), nb::arg("cpu_threads"), nb::arg("stream"), nb::arg("workspace").none());
   m.def("parse_loss", [](const std::string& name) {
     fusedloss::Loss loss;

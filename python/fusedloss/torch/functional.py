@@ -17,6 +17,7 @@ __all__ = [
     "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss", "kl_div", "rmse_loss", "msle_loss",
     "pseudo_huber_loss", "log_cosh_loss", "hinge_loss", "squared_hinge_loss", "kl_div_logits",
+    "linear_cross_entropy",
 ]
 
 
@@ -222,3 +223,39 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
 def kl_div_logits(input, target, reduction="batchmean", temperature=1.0, *, grad_scale=1.0):
     """Distillation: T²·KL(softmax(target/T) ‖ softmax(input/T)) per row, from student and teacher logits."""
     return _rowwise("kl_div_logits", input, target, None, reduction, grad_scale, temperature=temperature)[0]
+
+
+def linear_cross_entropy(hidden, weight, target, bias=None, *, class_weight=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=0.0, memory_budget=256 << 20,
+                         max_chunk_rows=0, return_lse=False, return_error_count=False, grad_scale=1.0):
+    """``cross_entropy(hidden @ weight.T + bias, target)`` without the [N, V] logits (the LM head and its loss).
+
+    hidden ``[N, H]`` (rows may be padded), weight ``[V, H]`` (nn.Linear's), bias ``[V]``, target
+    ``[N]`` int64/int32 class indices; all three float tensors in one dtype (float32, float16,
+    bfloat16). One fused call, in row chunks whose fp32 logits fit ``memory_budget`` bytes of
+    workspace, gives the loss and the gradients of hidden, weight and bias (fp32-accumulated,
+    bitwise reproducible); backward only scales them. Options as ``cross_entropy`` (``class_weight``
+    is its ``weight``); softcap acts on the logits with the bias. ``max_chunk_rows`` caps the chunk.
+    With ``reduction="none"`` the upstream gradient is per row: grad_hidden still comes from the
+    fused call, while the weight / bias gradients (sums over rows) are recomputed in backward,
+    chunk by chunk within ``memory_budget`` (one more matmul pass over the logits).
+    """
+    what = "fusedloss linear_cross_entropy"
+    for name, t in (("hidden", hidden), ("weight", weight), ("bias", bias)):
+        if t is not None and t.dim() != (1 if name == "bias" else 2):
+            raise ValueError(f"{what}: {name} must be {'1-D [V]' if name == 'bias' else '2-D'}, "
+                             f"got shape {tuple(t.shape)}")
+    if target.is_floating_point():
+        raise TypeError(f"{what}: target must hold class indices (int64 or int32), got {target.dtype}")
+    if not _ops.rows_ok(hidden):
+        hidden = hidden.contiguous()
+    weight = weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    if class_weight is not None:
+        class_weight = class_weight.to(torch.float32).contiguous()
+    # reduction none: backward recomputes the weight / bias gradients for its per-row grad_output.
+    wants = [_wants_grad(hidden)] + [reduction != "none" and _wants_grad(t) for t in (weight, bias)]
+    loss, _, _, _, lse, err = _ops.linear_cross_entropy(
+        hidden, weight, bias, target.contiguous(), class_weight, reduction_code(reduction), grad_scale, ignore_index,
+        label_smoothing, z_loss, softcap, int(memory_budget), int(max_chunk_rows), *wants)
+    return _result(loss.to(hidden.dtype), lse, err, return_lse, return_error_count)

@@ -52,5 +52,24 @@ HingeLoss = _module("HingeLoss", F.hinge_loss)
 SquaredHingeLoss = _module("SquaredHingeLoss", F.squared_hinge_loss)
 KLDivLogitsLoss = _module("KLDivLogitsLoss", F.kl_div_logits)
 
+
+class LinearCrossEntropyLoss(nn.Module):
+    """Module form of fusedloss.torch.linear_cross_entropy: forward(hidden, weight, target, bias=None).
+
+    The LM head's weight stays the caller's parameter (e.g. ``model.lm_head.weight``); the module
+    holds the loss options (``class_weight`` as a buffer)."""
+
+    def __init__(self, *, class_weight=None, **options):
+        super().__init__()
+        inspect.signature(F.linear_cross_entropy).bind(None, None, None, **options)  # rejects unknown options
+        self.register_buffer("class_weight", class_weight)
+        self.options = options
+
+    def forward(self, hidden, weight, target, bias=None):
+        return F.linear_cross_entropy(hidden, weight, target, bias, class_weight=self.class_weight, **self.options)
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
 __all__ = [name for name, value in list(globals().items()) if isinstance(value, type) and issubclass(value, _Loss)
-           and value is not _Loss]
+           and value is not _Loss] + ["LinearCrossEntropyLoss"]
