@@ -2,9 +2,10 @@
 fusedloss CUDA path — the row-wise losses over an [N, C] matrix: cross_entropy (sparse labels or
 soft targets), nll, kl_div, kl_div_logits. Loss AND gradient in one fused call.
 
-The kernels live in include/fusedloss/cuda/rowwise_kernels.cuh; this file sizes the workspace,
-picks one instantiation and a per-row strategy at run time, and enqueues everything on the
-caller's stream.
+The kernels live in include/fusedloss/cuda/rowwise/ (primitives, one policy per loss, the
+register-resident and the streaming row driver, the reductions); this file sizes the workspace,
+plans the call (plan_rowwise, cuda/rowwise_plan.hpp: one instantiation and a per-row strategy,
+chosen at run time; tests assert the same plan) and enqueues everything on the caller's stream.
 
 The algorithm (sparse cross_entropy; the others are variations)
 -------------------------------------------------------------
@@ -59,18 +60,20 @@ no instantiation spills, see rowwise_kernels.cuh):
                                           e.g. bf16 C = 128256 → K = 4, 262144 → K = 8)
            Used only when the device, the kernel binary (sm_90 SASS) and the occupancy
            calculator all agree the cluster fits (queried once per kernel/device/size, cached).
-  stream   anything larger, sm_80 beyond the block limit, or FUSEDLOSS_ROWWISE_STRATEGY=stream:
+  stream   anything larger, sm_80 beyond the block limit:
            one row per 512-thread block, online softmax (running max + rescaled Σexp) in pass 1,
            pass 2 re-reads the row (from L2 when it is still there) and writes the gradient:
            2 reads + 1 write. (fp32 C = 262144 lands here.)
   scalar   the stream kernel with one element per access, when input / target / gradient are not
-           congruent mod 16 (e.g. a gradient buffer offset by one element) or
-           FUSEDLOSS_ROWWISE_STRATEGY=scalar. Correct for any element-aligned pointers.
-  nll and kl_div need no row statistics before writing: one streaming pass (warp per row for
-  nvec ≤ 128, else a 256-thread block per row).
+           congruent mod 16 (e.g. a gradient buffer offset by one element). Correct for any
+           element-aligned pointers.
+  nll and kl_div need no row statistics before writing: the streaming driver's single pass (warp
+  per row for nvec ≤ 128, else a 256-thread block per row: their "stream" strategy).
   Rows that are not 16-byte aligned (odd C, row strides) still use 16-byte accesses: the vector
   grid is aligned down and the two edge vectors are accessed element by element.
-  FUSEDLOSS_ROWWISE_STRATEGY=nocluster disables the cluster path (testing).
+  FUSEDLOSS_ROWWISE_STRATEGY=warp|block|cluster|stream|scalar|nocluster forces a strategy for every
+  row-wise loss (testing, diagnosis); one that cannot run the call is Status::NotSupported, never a
+  silent fallback (nocluster: auto without the cluster path).
 
 Not done yet (measure on the H100 first): keeping the row in shared memory instead of registers
 (≈ 227 KB per SM vs the ~64 KB of registers the row may use without spills) would put a whole
@@ -97,8 +100,9 @@ fixed chunks summed in double). No atomics at all. The strategy — hence the su
 depends only on (C, dtype, pointer alignment classes, device), so the same call is bitwise
 reproducible run to run, in a CUDA graph, and on concurrent streams. One exception: a cluster
 launch that the driver refuses although the occupancy query allowed it (a partitioned device)
-falls back to the streaming kernel for that call and every later one in the process, so the
-calls before the first refusal can differ from later ones in the last bits.
+falls back to the streaming kernel for that call and every later one in the process (unless the
+cluster strategy was forced: then NotSupported), so the calls before the first refusal can differ
+from later ones in the last bits.
 
 No host synchronisation, no allocation, no memset of the workspace (every slot is written
 before it is read), everything on `stream`: graph-capturable. The only host-side CUDA calls
@@ -107,7 +111,7 @@ labels, and the cached cluster capability queries.
 */
 #include <cuda_runtime.h>
 
-#include <atomic>
+#include <mutex>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -116,6 +120,7 @@ labels, and the cached cluster capability queries.
 
 #include "fusedloss/cuda/device_common.cuh"
 #include "fusedloss/cuda/rowwise_kernels.cuh"
+#include "cuda/rowwise_plan.hpp"
 #include "src/backend.hpp"
 
 namespace fusedloss {
@@ -182,172 +187,17 @@ Layout make_layout(const RowwiseProblem& p) {
   return L;
 }
 
-// ---- strategy selection ----------------------------------------------------------------------------
-
-/// FUSEDLOSS_ROWWISE_STRATEGY (testing / diagnosis): auto (default) | stream | scalar | nocluster.
-enum class Force { Auto, Stream, Scalar, NoCluster };
-
-Force forced_strategy() {
-  const char* v = std::getenv("FUSEDLOSS_ROWWISE_STRATEGY");
-  if (v == nullptr) return Force::Auto;
-  if (std::strcmp(v, "stream") == 0) return Force::Stream;
-  if (std::strcmp(v, "scalar") == 0) return Force::Scalar;
-  if (std::strcmp(v, "nocluster") == 0) return Force::NoCluster;
-  return Force::Auto;
-}
+// ---- the kernel sets ----------------------------------------------------------------------------------
 
 using RowKernel = void (*)(rw::RowArgs);
 
-constexpr int kMaxDevices = 64;
-/// Per kernel instantiation: can a cluster of K blocks of 1024 threads run on device d?
-/// 0 = not asked yet, 1 = yes, 2 = no. Zero-initialised static storage; benign races (every
-/// thread computes the same answer).
-struct ClusterCache {
-  std::atomic<int> state[kMaxDevices][rw::kMaxClusterSize + 1];
-};
-
-bool query_cluster(RowKernel kernel, int device, int K) {
-  int major = 0, cluster_launch = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, device) != cudaSuccess) return false;
-  if (major < 9 || cluster_launch == 0) return false;
-  cudaFuncAttributes fa{};
-  if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) return false;
-  // The cluster kernel's body exists only when compiled for sm_90+: a PTX JIT of compute_80 code
-  // reports binaryVersion 90 but ptxVersion 80 and would run the empty stub.
-  if (fa.binaryVersion < 90 || fa.ptxVersion < 90) return false;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(K), 1, 1);
-  cfg.blockDim = dim3(rw::kMaxBlockThreads, 1, 1);
-  cfg.dynamicSmemBytes = 0;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(K);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) return false;
-  return clusters > 0;
-}
-
-bool cluster_ok(RowKernel kernel, ClusterCache* cache, int K) {
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  const bool cacheable = device >= 0 && device < kMaxDevices;
-  if (cacheable) {
-    const int s = cache->state[device][K].load(std::memory_order_relaxed);
-    if (s != 0) return s == 1;
-  }
-  const bool ok = query_cluster(kernel, device, K);
-  if (!ok) cudaGetLastError();  // a failed query must not surface as the next launch's error
-  if (cacheable) cache->state[device][K].store(ok ? 1 : 2, std::memory_order_relaxed);
-  return ok;
-}
-
-/// Records that the driver refused a cluster launch of size K on the current device.
-void cluster_refused(ClusterCache* cache, int K) {
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    return;
-  }
-  if (device >= 0 && device < kMaxDevices) cache->state[device][K].store(2, std::memory_order_relaxed);
-}
-
-enum class Strategy { Warp, Block, Cluster, Stream, Scalar };
-
-struct Plan {
-  Strategy strategy;
-  int threads;
-  int cluster;
-};
-
-/// The kernels of one loss × dtype × flags instantiation, one per strategy.
+/// The kernels of one loss × dtype × flags instantiation, one per strategy (nullptr: none).
 struct KernelSet {
   RowKernel warp, block, cluster, stream, scalar;
-  int items_warp, items_block;
-  ClusterCache* cache;
+  RowKernel scalar_warp;  ///< one-pass losses: the scalar kernel for short rows
+  int items;              ///< register-resident strategies: 16-byte vectors per thread (0: none)
+  bool one_pass;          ///< nll, kl_div: no row statistics, no register strategies
 };
-
-long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
-int round_up32(long long v) { return static_cast<int>((v + 31) / 32 * 32); }
-
-bool congruent16(const void* a, const void* b) {
-  return b == nullptr || ((reinterpret_cast<std::uintptr_t>(a) ^ reinterpret_cast<std::uintptr_t>(b)) & 15u) == 0;
-}
-
-/// vec_ok: every pointer of the row is congruent mod 16 with the input; rows_aligned: every row
-/// starts on a 16-byte boundary (then no edge vectors exist).
-Plan choose_plan(const KernelSet& ks, long long C, int elem_bytes, bool vec_ok, bool rows_aligned) {
-  const Force force = forced_strategy();
-  if (!vec_ok || force == Force::Scalar) return {Strategy::Scalar, rw::kStreamThreads, 1};
-  if (force == Force::Stream) return {Strategy::Stream, rw::kStreamThreads, 1};
-  const long long V = 16 / elem_bytes;
-  const long long hmax = rows_aligned ? 0 : V - 1;
-  const long long nvec = (C + hmax + V - 1) / V;
-  if (nvec <= static_cast<long long>(cuda::kWarpSize) * ks.items_warp)
-    return {Strategy::Warp, cuda::kWarpSize * rw::kWarpRowsPerBlock, 1};
-  const long long per_block = static_cast<long long>(rw::kMaxBlockThreads) * ks.items_block;
-  if (nvec <= per_block) return {Strategy::Block, round_up32(ceil_div(nvec, ks.items_block)), 1};
-  const long long K = ceil_div(nvec, per_block);
-  if (force != Force::NoCluster && K <= rw::kMaxClusterSize && cluster_ok(ks.cluster, ks.cache, static_cast<int>(K)))
-    return {Strategy::Cluster, round_up32(ceil_div(nvec, K * ks.items_block)), static_cast<int>(K)};
-  return {Strategy::Stream, rw::kStreamThreads, 1};
-}
-
-Status launch_plan(const KernelSet& ks, const Plan& plan, const rw::RowArgs& a, cudaStream_t stream) {
-  const long long N = a.N;
-  switch (plan.strategy) {
-    case Strategy::Warp: {
-      const long long grid = ceil_div(N, rw::kWarpRowsPerBlock);
-      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(grid < kMaxGrid ? grid : kMaxGrid), plan.threads, 0, stream).doit(ks.warp, a);
-      break;
-    }
-    case Strategy::Block:
-      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream).doit(ks.block, a);
-      break;
-    case Strategy::Cluster: {
-      const long long max_rows = kMaxGrid / plan.cluster;
-      const long long rows = N < max_rows ? N : max_rows;
-      cudaLaunchConfig_t cfg{};
-      cfg.gridDim = dim3(static_cast<unsigned>(rows * plan.cluster), 1, 1);
-      cfg.blockDim = dim3(static_cast<unsigned>(plan.threads), 1, 1);
-      cfg.dynamicSmemBytes = 0;
-      cfg.stream = stream;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-      if (cudaLaunchKernelEx(&cfg, ks.cluster, a) != cudaSuccess) {
-        // Refused despite the occupancy query (e.g. a partitioned device): the streaming kernel
-        // computes the same values with a second read of the row, in another summation order,
-        // so the refusal is remembered and every later call of this shape streams too.
-        cudaGetLastError();
-        cluster_refused(ks.cache, plan.cluster);
-        ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), rw::kStreamThreads, 0, stream).doit(ks.stream, a);
-      }
-      break;
-    }
-    case Strategy::Stream:
-      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream).doit(ks.stream, a);
-      break;
-    case Strategy::Scalar:
-      ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid), plan.threads, 0, stream).doit(ks.scalar, a);
-      break;
-  }
-  FUSEDLOSS_CUDA_CHECK_LAUNCH();
-  return Status::Success;
-}
-
-// ---- the kernel sets ----------------------------------------------------------------------------------
 
 template <class S>
 constexpr int vec_of() {
@@ -359,15 +209,14 @@ template <class S, bool SC, int SM>
 const KernelSet& sparse_ce_kernels() {
   constexpr int V = vec_of<S>();
   constexpr int I = rw::items_per_thread<S>(SM == 2 ? 2 : 1);
-  static ClusterCache cache;
   static const KernelSet ks = {&rw::sparse_ce_regs_kernel<S, V, I, rw::kWarp, SC, SM>,
                                &rw::sparse_ce_regs_kernel<S, V, I, rw::kBlock, SC, SM>,
                                &rw::sparse_ce_regs_kernel<S, V, I, rw::kCluster, SC, SM>,
                                &rw::sparse_ce_stream_kernel<S, V, SC, SM>,
                                &rw::sparse_ce_stream_kernel<S, 1, SC, SM>,
+                               nullptr,
                                I,
-                               I,
-                               &cache};
+                               false};
   return ks;
 }
 
@@ -376,15 +225,14 @@ const KernelSet& soft_ce_kernels() {
   constexpr int V = vec_of<S>();
   // 16-bit rows: the smaller budget (ptxas spills the warp kernel on sm_80 otherwise).
   constexpr int I = rw::items_per_thread<S>(WT || sizeof(S) == 2 ? 3 : 2);
-  static ClusterCache cache;
   static const KernelSet ks = {&rw::soft_ce_regs_kernel<S, V, I, rw::kWarp, SC, WT>,
                                &rw::soft_ce_regs_kernel<S, V, I, rw::kBlock, SC, WT>,
                                &rw::soft_ce_regs_kernel<S, V, I, rw::kCluster, SC, WT>,
                                &rw::soft_ce_stream_kernel<S, V, SC, WT>,
                                &rw::soft_ce_stream_kernel<S, 1, SC, WT>,
+                               nullptr,
                                I,
-                               I,
-                               &cache};
+                               false};
   return ks;
 }
 
@@ -393,56 +241,319 @@ const KernelSet& kl_logits_kernels() {
   constexpr int V = vec_of<S>();
   // Two exps per element (student and teacher): 16-bit rows need the smaller budget.
   constexpr int I = rw::items_per_thread<S>(sizeof(S) == 4 ? 2 : 3);
-  static ClusterCache cache;
   static const KernelSet ks = {&rw::kl_logits_regs_kernel<S, V, I, rw::kWarp>,
                                &rw::kl_logits_regs_kernel<S, V, I, rw::kBlock>,
                                &rw::kl_logits_regs_kernel<S, V, I, rw::kCluster>,
                                &rw::kl_logits_stream_kernel<S, V>,
                                &rw::kl_logits_stream_kernel<S, 1>,
+                               nullptr,
                                I,
-                               I,
-                               &cache};
+                               false};
+  return ks;
+}
+
+/// nll and kl_div: one streaming pass; a warp per short row, a 256-thread block else.
+template <class S, bool NLL>
+const KernelSet& one_pass_kernels() {
+  constexpr int V = vec_of<S>();
+  static const KernelSet ks =
+      NLL ? KernelSet{&rw::nll_kernel<S, V, rw::kWarp>, nullptr, nullptr, &rw::nll_kernel<S, V, rw::kBlock>,
+                      &rw::nll_kernel<S, 1, rw::kBlock>, &rw::nll_kernel<S, 1, rw::kWarp>, 0, true}
+          : KernelSet{&rw::kl_div_kernel<S, V, rw::kWarp>, nullptr, nullptr, &rw::kl_div_kernel<S, V, rw::kBlock>,
+                      &rw::kl_div_kernel<S, 1, rw::kBlock>, &rw::kl_div_kernel<S, 1, rw::kWarp>, 0, true};
   return ks;
 }
 
 template <class S>
-const KernelSet& sparse_ce_kernels(bool softcap, int smooth) {
-  if (softcap) {
-    if (smooth == 2) return sparse_ce_kernels<S, true, 2>();
-    return smooth == 1 ? sparse_ce_kernels<S, true, 1>() : sparse_ce_kernels<S, true, 0>();
+const KernelSet& kernels_of(const RowwiseProblem& p) {
+  const bool softcap = p.params.softcap > 0.0;
+  switch (p.loss) {
+    case Loss::CrossEntropy:
+      if (has_labels(p)) {
+        const int smooth = p.params.label_smoothing > 0.0 ? (p.class_weight != nullptr ? 2 : 1) : 0;
+        if (softcap) {
+          if (smooth == 2) return sparse_ce_kernels<S, true, 2>();
+          return smooth == 1 ? sparse_ce_kernels<S, true, 1>() : sparse_ce_kernels<S, true, 0>();
+        }
+        if (smooth == 2) return sparse_ce_kernels<S, false, 2>();
+        return smooth == 1 ? sparse_ce_kernels<S, false, 1>() : sparse_ce_kernels<S, false, 0>();
+      }
+      if (softcap) return p.class_weight != nullptr ? soft_ce_kernels<S, true, true>() : soft_ce_kernels<S, true, false>();
+      return p.class_weight != nullptr ? soft_ce_kernels<S, false, true>() : soft_ce_kernels<S, false, false>();
+    case Loss::KLDivLogits: return kl_logits_kernels<S>();
+    case Loss::NLL: return one_pass_kernels<S, true>();
+    default: return one_pass_kernels<S, false>();  // KLDiv
   }
-  if (smooth == 2) return sparse_ce_kernels<S, false, 2>();
-  return smooth == 1 ? sparse_ce_kernels<S, false, 1>() : sparse_ce_kernels<S, false, 0>();
 }
 
-template <class S>
-const KernelSet& soft_ce_kernels(bool softcap, bool weighted) {
-  if (softcap) return weighted ? soft_ce_kernels<S, true, true>() : soft_ce_kernels<S, true, false>();
-  return weighted ? soft_ce_kernels<S, false, true>() : soft_ce_kernels<S, false, false>();
+const KernelSet* kernels_of(const RowwiseProblem& p) {
+  switch (p.dtype) {
+    case DType::Float32: return &kernels_of<float>(p);
+    case DType::Float16: return &kernels_of<__half>(p);
+    case DType::BFloat16: return &kernels_of<__nv_bfloat16>(p);
+    default: return nullptr;
+  }
 }
 
-/// nll and kl_div: single streaming pass; warp per row for short rows, a 256-thread block else.
-template <class S, int VEC>
-Status launch_simple(bool nll, const rw::RowArgs& a, bool rows_aligned, cudaStream_t stream) {
-  const long long hmax = (VEC == 1 || rows_aligned) ? 0 : VEC - 1;
-  const long long nvec = (a.C + hmax + VEC - 1) / VEC;
-  const long long N = a.N;
-  if (nvec <= static_cast<long long>(cuda::kWarpSize) * 4) {
-    const long long grid = ceil_div(N, rw::kWarpRowsPerBlock);
-    const unsigned g = static_cast<unsigned>(grid < kMaxGrid ? grid : kMaxGrid);
-    const int threads = cuda::kWarpSize * rw::kWarpRowsPerBlock;
-    if (nll) {
-      ::fusedloss::cuda::triple_chevron(g, threads, 0, stream).doit(rw::nll_kernel<S, VEC, rw::kWarp>, a);
-    } else {
-      ::fusedloss::cuda::triple_chevron(g, threads, 0, stream).doit(rw::kl_div_kernel<S, VEC, rw::kWarp>, a);
+// ---- the per-device capability cache ---------------------------------------------------------------
+
+/// What the device and the driver can do, asked once per device (and per cluster kernel and
+/// size): the compute capability, cluster launch support, and whether a cluster of K blocks of
+/// one kernel fits (the occupancy calculator). A driver refusal at launch time is recorded too.
+/// One process-wide table behind a mutex: it is consulted only when a cluster plan is possible.
+class CapabilityCache {
+ public:
+  static CapabilityCache& get() {
+    static CapabilityCache cache;
+    return cache;
+  }
+  bool cluster_fits(RowKernel kernel, int device, int K) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (device < 0 || device >= kMaxDevices) return query(kernel, device, K);
+    Entry* e = find(kernel, device, K);
+    if (e != nullptr) return e->ok;
+    const bool ok = query(kernel, device, K);
+    if (used_ < kEntries) entries_[used_++] = {kernel, device, K, ok};
+    return ok;
+  }
+  /// The driver refused a cluster launch the occupancy query allowed (e.g. a partitioned device).
+  void cluster_refused(RowKernel kernel, int device, int K) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry* e = find(kernel, device, K);
+    if (e != nullptr) e->ok = false;
+  }
+
+ private:
+  static constexpr int kMaxDevices = 64;
+  static constexpr int kEntries = 1024;
+  struct Entry {
+    RowKernel kernel;
+    int device, K;
+    bool ok;
+  };
+  struct Arch {
+    int state = 0;  ///< 0 not asked, 1 asked
+    int major = 0;
+    int cluster_launch = 0;
+  };
+  Entry* find(RowKernel kernel, int device, int K) {
+    for (int i = 0; i < used_; ++i)
+      if (entries_[i].kernel == kernel && entries_[i].device == device && entries_[i].K == K) return &entries_[i];
+    return nullptr;
+  }
+  const Arch& arch(int device) {
+    Arch& a = arch_[device];
+    if (a.state == 0) {
+      if (cudaDeviceGetAttribute(&a.major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+          cudaDeviceGetAttribute(&a.cluster_launch, cudaDevAttrClusterLaunch, device) != cudaSuccess) {
+        cudaGetLastError();  // a failed query must not surface as the next launch's error
+        a.major = 0;
+        a.cluster_launch = 0;
+      }
+      a.state = 1;
     }
+    return a;
+  }
+  bool query(RowKernel kernel, int device, int K) {
+    if (kernel == nullptr || device < 0 || device >= kMaxDevices) return false;
+    const Arch& a = arch(device);
+    if (a.major < 9 || a.cluster_launch == 0) return false;
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    // The cluster kernel's body exists only when compiled for sm_90+: a PTX JIT of compute_80
+    // code reports binaryVersion 90 but ptxVersion 80 and would run the empty stub.
+    if (fa.binaryVersion < 90 || fa.ptxVersion < 90) return false;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(K), 1, 1);
+    cfg.blockDim = dim3(rw::kMaxBlockThreads, 1, 1);
+    cfg.dynamicSmemBytes = 0;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(K);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return clusters > 0;
+  }
+  std::mutex mu_;
+  Arch arch_[kMaxDevices];
+  Entry entries_[kEntries];
+  int used_ = 0;
+};
+
+// ---- the plan ------------------------------------------------------------------------------------------
+
+enum class Force { Auto, Warp, Block, Cluster, Stream, Scalar, NoCluster, Unknown };
+
+Force forced_strategy() {
+  const char* v = std::getenv("FUSEDLOSS_ROWWISE_STRATEGY");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return Force::Auto;
+  static const struct {
+    const char* name;
+    Force force;
+  } kNames[] = {{"warp", Force::Warp},       {"block", Force::Block},   {"cluster", Force::Cluster},
+                {"stream", Force::Stream},   {"scalar", Force::Scalar}, {"nocluster", Force::NoCluster}};
+  for (const auto& n : kNames)
+    if (std::strcmp(v, n.name) == 0) return n.force;
+  return Force::Unknown;
+}
+
+long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
+int round_up32(long long v) { return static_cast<int>((v + 31) / 32 * 32); }
+
+bool congruent16(const void* a, const void* b) {
+  return b == nullptr || ((reinterpret_cast<std::uintptr_t>(a) ^ reinterpret_cast<std::uintptr_t>(b)) & 15u) == 0;
+}
+
+}  // namespace
+
+const char* rowwise_strategy_name(RowwiseStrategy s) noexcept {
+  switch (s) {
+    case RowwiseStrategy::Warp: return "warp";
+    case RowwiseStrategy::Block: return "block";
+    case RowwiseStrategy::Cluster: return "cluster";
+    case RowwiseStrategy::Stream: return "stream";
+    case RowwiseStrategy::Scalar: return "scalar";
+  }
+  return "unknown";
+}
+
+Status plan_rowwise(const RowwiseProblem& p, const LossOutputs& o, int device, RowwisePlan* plan) noexcept {
+  const KernelSet* ks = kernels_of(p);
+  if (ks == nullptr || plan == nullptr) return Status::InvalidArgument;
+  const Force force = forced_strategy();
+  if (force == Force::Unknown) return Status::InvalidArgument;
+  const long long C = p.classes;
+  const long long stride = p.row_stride > 0 ? p.row_stride : C;
+  const int elem = static_cast<int>(dtype_size(p.dtype));
+  const int V = 16 / elem;
+  const auto aligned_rows = [&](const void* base) {
+    return (reinterpret_cast<std::uintptr_t>(base) & 15u) == 0 && (stride * elem) % 16 == 0;
+  };
+  // Vector accesses need every [N, C] pointer of the row congruent mod 16 with the one that
+  // defines the vector grid: the input — or, for nll (which reads only input[y]), the gradient.
+  const void* grid_base = p.loss == Loss::NLL ? static_cast<const void*>(o.grad) : p.input;
+  bool vec_ok = true;
+  if (p.loss != Loss::NLL) {
+    vec_ok = congruent16(p.input, o.grad) && (has_labels(p) || congruent16(p.input, p.target));
+  }
+  const bool rows_aligned = aligned_rows(grid_base);  // no gradient (nll): nothing to align
+
+  RowwisePlan r;
+  auto set = [&](RowwiseStrategy s, RowKernel k, int threads, int vec) {
+    r.strategy = s;
+    r.kernel = reinterpret_cast<const void*>(k);
+    r.threads = threads;
+    r.vec = vec;
+    r.rows_per_block = 1;
+    r.cluster = 1;
+    r.items = 0;
+  };
+  const int warp_threads = cuda::kWarpSize * rw::kWarpRowsPerBlock;
+
+  if (ks->one_pass) {
+    // nll / kl_div: warp (≤ 4 vectors per lane) or a block per row ("stream"), scalar when the
+    // pointers are not congruent.
+    if (force == Force::Cluster || force == Force::Block) return Status::NotSupported;
+    const bool scalar = force == Force::Scalar || !vec_ok;
+    if (scalar && force != Force::Auto && force != Force::NoCluster && force != Force::Scalar) return Status::NotSupported;
+    const long long hmax = (scalar || rows_aligned) ? 0 : V - 1;
+    const int vec = scalar ? 1 : V;
+    const long long nvec = (C + hmax + vec - 1) / vec;
+    const bool fits_warp = nvec <= static_cast<long long>(cuda::kWarpSize) * 4;
+    if (force == Force::Warp && !fits_warp) return Status::NotSupported;
+    const bool warp = force == Force::Warp || (force != Force::Stream && fits_warp);
+    if (warp) {
+      set(scalar ? RowwiseStrategy::Scalar : RowwiseStrategy::Warp, scalar ? ks->scalar_warp : ks->warp, warp_threads, vec);
+      r.rows_per_block = rw::kWarpRowsPerBlock;
+    } else {
+      set(scalar ? RowwiseStrategy::Scalar : RowwiseStrategy::Stream, scalar ? ks->scalar : ks->stream, rw::kSimpleThreads, vec);
+    }
+    *plan = r;
+    return Status::Success;
+  }
+
+  if (force == Force::Scalar || (!vec_ok && (force == Force::Auto || force == Force::NoCluster))) {
+    set(RowwiseStrategy::Scalar, ks->scalar, rw::kStreamThreads, 1);
+    *plan = r;
+    return Status::Success;
+  }
+  if (!vec_ok) return Status::NotSupported;  // a vectorised strategy was forced
+  if (force == Force::Stream) {
+    set(RowwiseStrategy::Stream, ks->stream, rw::kStreamThreads, V);
+    *plan = r;
+    return Status::Success;
+  }
+  const long long hmax = rows_aligned ? 0 : V - 1;
+  const long long nvec = (C + hmax + V - 1) / V;
+  const long long per_warp = static_cast<long long>(cuda::kWarpSize) * ks->items;
+  const long long per_block = static_cast<long long>(rw::kMaxBlockThreads) * ks->items;
+  const long long K = ceil_div(nvec, per_block);
+  const bool auto_ = force == Force::Auto || force == Force::NoCluster;
+  if ((auto_ && nvec <= per_warp) || force == Force::Warp) {
+    if (nvec > per_warp) return Status::NotSupported;
+    set(RowwiseStrategy::Warp, ks->warp, warp_threads, V);
+    r.rows_per_block = rw::kWarpRowsPerBlock;
+    r.items = ks->items;
+  } else if ((auto_ && nvec <= per_block) || force == Force::Block) {
+    if (nvec > per_block) return Status::NotSupported;
+    set(RowwiseStrategy::Block, ks->block, round_up32(ceil_div(nvec, ks->items)), V);
+    r.items = ks->items;
+  } else if ((force == Force::Auto || force == Force::Cluster) && K <= rw::kMaxClusterSize &&
+             CapabilityCache::get().cluster_fits(ks->cluster, device, static_cast<int>(K))) {
+    set(RowwiseStrategy::Cluster, ks->cluster, round_up32(ceil_div(nvec, K * ks->items)), V);
+    r.cluster = static_cast<int>(K);
+    r.items = ks->items;
+  } else if (force == Force::Cluster) {
+    return Status::NotSupported;
   } else {
-    const unsigned g = static_cast<unsigned>(N < kMaxGrid ? N : kMaxGrid);
-    if (nll) {
-      ::fusedloss::cuda::triple_chevron(g, rw::kSimpleThreads, 0, stream).doit(rw::nll_kernel<S, VEC, rw::kBlock>, a);
-    } else {
-      ::fusedloss::cuda::triple_chevron(g, rw::kSimpleThreads, 0, stream).doit(rw::kl_div_kernel<S, VEC, rw::kBlock>, a);
-    }
+    set(RowwiseStrategy::Stream, ks->stream, rw::kStreamThreads, V);
+  }
+  *plan = r;
+  return Status::Success;
+}
+
+namespace {
+
+Status launch_plan(const RowwisePlan& plan, const RowwiseProblem& p, const rw::RowArgs& a, int device,
+                   cudaStream_t stream) {
+  const RowKernel kernel = reinterpret_cast<RowKernel>(const_cast<void*>(plan.kernel));
+  const long long blocks = ceil_div(a.N, plan.rows_per_block);
+  if (plan.strategy == RowwiseStrategy::Cluster) {
+    const long long max_rows = kMaxGrid / plan.cluster;
+    const long long rows = blocks < max_rows ? blocks : max_rows;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(rows * plan.cluster), 1, 1);
+    cfg.blockDim = dim3(static_cast<unsigned>(plan.threads), 1, 1);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(plan.cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaLaunchKernelEx(&cfg, kernel, a) == cudaSuccess) return Status::Success;
+    // Refused despite the occupancy query (e.g. a partitioned device). Forced: an error. Auto:
+    // the streaming kernel computes the same values with a second read of the row, in another
+    // summation order, so the refusal is remembered and every later call of this shape streams.
+    cudaGetLastError();
+    CapabilityCache::get().cluster_refused(kernel, device, plan.cluster);
+    if (forced_strategy() == Force::Cluster) return Status::NotSupported;
+    const KernelSet* ks = kernels_of(p);
+    ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(a.N < kMaxGrid ? a.N : kMaxGrid), rw::kStreamThreads, 0, stream).doit(ks->stream, a);
+  } else {
+    ::fusedloss::cuda::triple_chevron(static_cast<unsigned>(blocks < kMaxGrid ? blocks : kMaxGrid), plan.threads, 0, stream).doit(kernel, a);
   }
   FUSEDLOSS_CUDA_CHECK_LAUNCH();
   return Status::Success;
@@ -450,8 +561,10 @@ Status launch_simple(bool nll, const rw::RowArgs& a, bool rows_aligned, cudaStre
 
 // ---- one call -----------------------------------------------------------------------------------------
 
-template <class S>
-Status run_typed(const RowwiseProblem& p, const LossOutputs& o, const Layout& L, char* ws, cudaStream_t stream) {
+Status run(const RowwiseProblem& p, const LossOutputs& o, const Layout& L, char* ws, int device, cudaStream_t stream) {
+  RowwisePlan plan;
+  const Status planned = plan_rowwise(p, o, device, &plan);  // before anything is enqueued
+  if (planned != Status::Success) return planned;
   const long long N = p.rows, C = p.classes;
   const long long stride = p.row_stride > 0 ? p.row_stride : C;
   const bool none = p.reduction == Reduction::None;
@@ -529,47 +642,8 @@ Status run_typed(const RowwiseProblem& p, const LossOutputs& o, const Layout& L,
     FUSEDLOSS_CUDA_TRY(cudaMemsetAsync(o.error_count, 0, sizeof(std::int64_t), stream));
   }
 
-  // 2. the main kernel
-  constexpr int kElem = static_cast<int>(sizeof(S));
-  const bool rows_aligned =
-      (reinterpret_cast<std::uintptr_t>(p.input) & 15u) == 0 && (stride * kElem) % 16 == 0;
-  const bool grad_congruent = congruent16(p.input, o.grad);
-  Status s = Status::Success;
-  switch (p.loss) {
-    case Loss::CrossEntropy:
-      if (labels) {
-        const int smooth = a.eps > 0.f ? (a.w != nullptr ? 2 : 1) : 0;
-        const KernelSet& ks = sparse_ce_kernels<S>(a.cap > 0.f, smooth);
-        s = launch_plan(ks, choose_plan(ks, C, kElem, grad_congruent, rows_aligned), a, stream);
-      } else {
-        const KernelSet& ks = soft_ce_kernels<S>(a.cap > 0.f, a.w != nullptr);
-        const bool vec_ok = grad_congruent && congruent16(p.input, p.target);
-        s = launch_plan(ks, choose_plan(ks, C, kElem, vec_ok, rows_aligned), a, stream);
-      }
-      break;
-    case Loss::KLDivLogits: {
-      const KernelSet& ks = kl_logits_kernels<S>();
-      const bool vec_ok = grad_congruent && congruent16(p.input, p.target);
-      s = launch_plan(ks, choose_plan(ks, C, kElem, vec_ok, rows_aligned), a, stream);
-      break;
-    }
-    case Loss::NLL: {
-      // Only the gradient row is accessed by vectors (input[y] is one scalar read), so its own
-      // alignment is all that matters.
-      const bool grad_rows_aligned =
-          (reinterpret_cast<std::uintptr_t>(o.grad) & 15u) == 0 && (stride * kElem) % 16 == 0;
-      s = launch_simple<S, vec_of<S>()>(true, a, grad_rows_aligned, stream);
-      break;
-    }
-    case Loss::KLDiv: {
-      const bool vec_ok = grad_congruent && congruent16(p.input, p.target) && forced_strategy() != Force::Scalar;
-      s = vec_ok ? launch_simple<S, vec_of<S>()>(false, a, rows_aligned, stream)
-                 : launch_simple<S, 1>(false, a, rows_aligned, stream);
-      break;
-    }
-    default:
-      return Status::InvalidArgument;  // not a row-wise loss (validate() never passes one)
-  }
+  // 2. the row kernel, as planned
+  const Status s = launch_plan(plan, p, a, device, stream);
   if (s != Status::Success) return s;
 
   // 3. the scalar loss: fixed-order sum of the row losses, divided on the device
@@ -613,13 +687,9 @@ Status cuda_compute(const RowwiseProblem& problem, const LossOutputs& outputs, v
     return Status::Success;
   }
 
-  char* ws = static_cast<char*>(d_workspace);
-  switch (problem.dtype) {
-    case DType::Float32: return run_typed<float>(problem, outputs, L, ws, stream);
-    case DType::Float16: return run_typed<__half>(problem, outputs, L, ws, stream);
-    case DType::BFloat16: return run_typed<__nv_bfloat16>(problem, outputs, L, ws, stream);
-    default: return Status::InvalidArgument;  // validate() never passes another dtype
-  }
+  int device = 0;
+  FUSEDLOSS_CUDA_TRY(cudaGetDevice(&device));
+  return run(problem, outputs, L, static_cast<char*>(d_workspace), device, stream);
 }
 
 }  // namespace detail

@@ -1,7 +1,9 @@
-// Row-wise kernels on the emulated device: every strategy provably runs (the launch records name the
-// kernel and its cluster size, so a plan that silently fell back would fail here) and matches the
-// CPU path under the shared tolerance of `fusedloss validate` (cli/compare.hpp); and the outputs are
-// bitwise identical under every scheduling order of the emulated device.
+// Row-wise kernels on the emulated device: every strategy provably runs — the plan the launcher uses
+// (detail::plan_rowwise) is asserted for each shape, and the launch records (kernel name, block
+// size, cluster size) must match it, so a plan that silently fell back would fail here — and
+// matches the CPU path under the shared tolerance of `fusedloss validate` (cli/compare.hpp); a
+// forced strategy that cannot run is an error; and the outputs are bitwise identical under every
+// scheduling order of the emulated device.
 //
 // Emulated-device only: a real GPU does not report which kernel ran (tests/cuda/test_rowwise_cuda.cu
 // covers the same strategies there by result).
@@ -19,6 +21,7 @@
 
 #include "cli/compare.hpp"
 #include "cli/tensor.hpp"
+#include "cuda/rowwise_plan.hpp"
 #include "fusedloss/api.hpp"
 #include "fusedloss/float16.hpp"
 #include "fusedloss_sim/sim.hpp"
@@ -102,6 +105,9 @@ Problem make_problem(Family f, DType d, std::int64_t N, std::int64_t C, std::uin
 
 struct Outputs {
   HostTensor loss, grad;
+  Status status = Status::Success;
+  fusedloss::detail::RowwisePlan plan;  ///< what plan_rowwise chose for the call (CUDA only)
+  Status plan_status = Status::Success;
 };
 
 /// Runs the problem on `backend`. offset_elems shifts the gradient buffer by that many elements:
@@ -161,9 +167,10 @@ Outputs run(const Problem& pr, Backend backend, int offset_elems = 0) {
   fusedloss::ExecutionConfig cfg;
   cfg.backend = backend;
   cfg.allow_stream_ordered_alloc = true;
-  EXPECT_EQ(fusedloss::compute_sync(p, o, cfg), Status::Success);
-
   Outputs out{HostTensor(DType::Float32, {}), HostTensor(pr.dtype, {pr.N, pr.C})};
+  if (cuda) out.plan_status = fusedloss::detail::plan_rowwise(p, o, 0, &out.plan);
+  out.status = fusedloss::compute_sync(p, o, cfg);
+  EXPECT_EQ(out.status, out.plan_status);
   get(out.loss.data(), l, 4);
   get(out.grad.data(), g + off, bytes);
   for (unsigned char* b : {x, t, g, y, l}) {
@@ -204,7 +211,8 @@ fusedloss_sim::LaunchRecord main_kernel() {
   fusedloss_sim::LaunchRecord found;
   int count = 0;
   for (const auto& r : fusedloss_sim::launches()) {
-    if (r.kernel.find("regs_kernel") != std::string::npos || r.kernel.find("stream_kernel") != std::string::npos) {
+    if (r.kernel.find("regs_kernel") != std::string::npos || r.kernel.find("stream_kernel") != std::string::npos ||
+        r.kernel.find("nll_kernel") != std::string::npos || r.kernel.find("kl_div_kernel") != std::string::npos) {
       found = r;
       ++count;
     }
@@ -213,31 +221,53 @@ fusedloss_sim::LaunchRecord main_kernel() {
   return found;
 }
 
-void expect_plan(const fusedloss_sim::LaunchRecord& r, Family f, Plan plan, int K, DType d) {
-  const std::string prefix = std::string(f == Family::SparseCE ? "sparse_ce" : (f == Family::SoftCE ? "soft_ce" : "kl_logits"));
+namespace fd = fusedloss::detail;
+using fusedloss::detail::RowwiseStrategy;
+
+RowwiseStrategy strategy_of(Plan p) { return static_cast<RowwiseStrategy>(static_cast<int>(p)); }
+
+/// The launch record is the plan: kernel family and group mode, vector width, block and cluster size.
+void expect_launch_is_plan(const fusedloss_sim::LaunchRecord& r, const fd::RowwisePlan& plan) {
   const std::vector<std::string> a = template_args(r.kernel);
   ASSERT_GE(a.size(), 2u) << r.kernel;
-  const std::string vec = a[1];
-  switch (plan) {
-    case Plan::Warp:
-    case Plan::Block:
-    case Plan::Cluster: {
-      EXPECT_NE(r.kernel.find(prefix + "_regs_kernel"), std::string::npos) << r.kernel;
-      ASSERT_GE(a.size(), 4u) << r.kernel;
-      const int mode = std::atoi(a[3].c_str());
-      EXPECT_EQ(mode, plan == Plan::Warp ? 0 : (plan == Plan::Block ? 1 : 2)) << r.kernel;
-      EXPECT_EQ(r.cluster, plan == Plan::Cluster ? static_cast<unsigned>(K) : 1u) << r.kernel;
-      if (plan == Plan::Cluster) EXPECT_EQ(r.grid.x % static_cast<unsigned>(K), 0u);
-      EXPECT_EQ(vec, d == DType::Float32 ? "4" : "8") << r.kernel;
+  EXPECT_EQ(std::atoi(a[1].c_str()), plan.vec) << r.kernel;
+  EXPECT_EQ(r.block.x, static_cast<unsigned>(plan.threads)) << r.kernel;
+  EXPECT_EQ(r.cluster, static_cast<unsigned>(plan.cluster)) << r.kernel;
+  const bool regs = r.kernel.find("_regs_kernel") != std::string::npos;
+  const bool one_pass = r.kernel.find("nll_kernel") != std::string::npos || r.kernel.find("kl_div_kernel") != std::string::npos;
+  switch (plan.strategy) {
+    case RowwiseStrategy::Warp:
+    case RowwiseStrategy::Block:
+    case RowwiseStrategy::Cluster:
+      if (!one_pass) {
+        EXPECT_TRUE(regs) << r.kernel;
+        ASSERT_GE(a.size(), 4u) << r.kernel;
+        EXPECT_EQ(std::atoi(a[3].c_str()), static_cast<int>(plan.strategy)) << r.kernel;
+      } else {
+        EXPECT_EQ(plan.strategy, RowwiseStrategy::Warp);
+        EXPECT_EQ(a[2], "0") << r.kernel;  // group mode: warp
+      }
+      if (plan.strategy == RowwiseStrategy::Cluster) EXPECT_EQ(r.grid.x % static_cast<unsigned>(plan.cluster), 0u);
       break;
-    }
-    case Plan::Stream:
-    case Plan::Scalar:
-      EXPECT_NE(r.kernel.find(prefix + "_stream_kernel"), std::string::npos) << r.kernel;
-      EXPECT_EQ(r.cluster, 1u);
-      EXPECT_EQ(vec, plan == Plan::Scalar ? "1" : (d == DType::Float32 ? "4" : "8")) << r.kernel;
+    case RowwiseStrategy::Stream:
+    case RowwiseStrategy::Scalar:
+      EXPECT_FALSE(regs) << r.kernel;
+      EXPECT_EQ(plan.vec == 1, plan.strategy == RowwiseStrategy::Scalar) << r.kernel;
       break;
   }
+}
+
+void expect_plan(const Outputs& out, Family f, Plan plan, int K, DType d) {
+  const std::string prefix = std::string(f == Family::SparseCE ? "sparse_ce" : (f == Family::SoftCE ? "soft_ce" : "kl_logits"));
+  ASSERT_EQ(out.plan_status, Status::Success);
+  EXPECT_EQ(out.plan.strategy, strategy_of(plan)) << rowwise_strategy_name(out.plan.strategy);
+  EXPECT_EQ(out.plan.cluster, plan == Plan::Cluster ? K : 1);
+  EXPECT_EQ(out.plan.vec, plan == Plan::Scalar ? 1 : (d == DType::Float32 ? 4 : 8));
+  const fusedloss_sim::LaunchRecord r = main_kernel();
+  EXPECT_NE(r.kernel.find(prefix + (plan == Plan::Stream || plan == Plan::Scalar ? "_stream_kernel" : "_regs_kernel")),
+            std::string::npos)
+      << r.kernel;
+  expect_launch_is_plan(r, out.plan);
 }
 
 void expect_close(const Outputs& gpu, const Outputs& cpu, DType d, const std::string& what) {
@@ -286,12 +316,103 @@ TEST_P(RowwisePlan, RunsThePlanAndMatchesCpuPath) {
   const Problem pr = make_problem(c.family, c.dtype, 3, C, 42 + static_cast<std::uint64_t>(C));
   fusedloss_sim::clear_launches();
   const Outputs gpu = run(pr, Backend::CUDA, c.plan == Plan::Scalar ? 1 : 0);
-  expect_plan(main_kernel(), c.family, c.plan, c.K, c.dtype);
+  expect_plan(gpu, c.family, c.plan, c.K, c.dtype);
   const Outputs cpu = run(pr, Backend::CPU);
   expect_close(gpu, cpu, c.dtype, case_name({c, 0}) + " C=" + std::to_string(C));
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryStrategy, RowwisePlan, ::testing::ValuesIn(all_cases()), case_name);
+
+/// Scoped FUSEDLOSS_ROWWISE_STRATEGY (unset when null).
+struct ForceScope {
+  explicit ForceScope(const char* v) {
+    if (v != nullptr) setenv("FUSEDLOSS_ROWWISE_STRATEGY", v, 1);
+  }
+  ~ForceScope() { unsetenv("FUSEDLOSS_ROWWISE_STRATEGY"); }
+};
+
+struct Forced {
+  Status plan_status, status;
+  fd::RowwisePlan plan;
+};
+
+/// One call of `loss` on a [3, C] problem of zeros (labels 0) under FUSEDLOSS_ROWWISE_STRATEGY=force:
+/// the plan, the call's status, and (when it ran) the launch record checked against the plan.
+Forced run_forced(Loss loss, DType d, std::int64_t C, const char* force, int grad_offset_elems = 0) {
+  ForceScope scope(force);
+  const std::int64_t N = 3;
+  const std::size_t es = d == DType::Float32 ? 4 : 2;
+  const std::size_t bytes = static_cast<std::size_t>(N * C) * es + 64;
+  void *x = nullptr, *t = nullptr, *g = nullptr, *y = nullptr, *l = nullptr;
+  EXPECT_EQ(cudaMalloc(&x, bytes), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&t, bytes), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&g, bytes), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&y, N * 8), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&l, 4), cudaSuccess);
+  for (void* b : {x, t, g}) EXPECT_EQ(cudaMemset(b, 0, bytes), cudaSuccess);
+  EXPECT_EQ(cudaMemset(y, 0, N * 8), cudaSuccess);
+  fusedloss::RowwiseProblem p;
+  p.loss = loss;
+  p.dtype = d;
+  p.rows = N;
+  p.classes = C;
+  p.input = x;
+  const bool labels = loss == Loss::NLL || loss == Loss::CrossEntropy;
+  p.labels = labels ? y : nullptr;
+  p.target = labels ? nullptr : t;
+  p.reduction = Reduction::Sum;
+  fusedloss::LossOutputs o;
+  o.loss = static_cast<float*>(l);
+  o.grad = static_cast<unsigned char*>(g) + grad_offset_elems * es;
+  fusedloss::ExecutionConfig cfg;
+  cfg.backend = Backend::CUDA;
+  cfg.allow_stream_ordered_alloc = true;
+  Forced f{};
+  f.plan_status = fusedloss::detail::plan_rowwise(p, o, 0, &f.plan);
+  fusedloss_sim::clear_launches();
+  f.status = fusedloss::compute_sync(p, o, cfg);
+  EXPECT_EQ(f.status, f.plan_status) << (force ? force : "auto");
+  if (f.status == Status::Success) {
+    expect_launch_is_plan(main_kernel(), f.plan);
+  } else {
+    for (const auto& r : fusedloss_sim::launches()) ADD_FAILURE() << "a refused plan launched " << r.kernel;
+  }
+  for (void* b : {x, t, g, y, l}) cudaFree(b);
+  return f;
+}
+
+// Every row-wise loss honours the forced strategy, and one that cannot run is an error.
+TEST(RowwisePlanForced, EveryLossHonoursTheForcedStrategy) {
+  for (DType d : {DType::Float32, DType::BFloat16}) {
+    // Sparse cross_entropy: C = 3000 fits a warp only in bf16 (items 8 · 32 lanes · 8 = 2048: no).
+    EXPECT_EQ(run_forced(Loss::CrossEntropy, d, 100, "block").plan.strategy, RowwiseStrategy::Block);
+    EXPECT_EQ(run_forced(Loss::CrossEntropy, d, 100, "stream").plan.strategy, RowwiseStrategy::Stream);
+    EXPECT_EQ(run_forced(Loss::CrossEntropy, d, 100, "scalar").plan.strategy, RowwiseStrategy::Scalar);
+    const Forced cl = run_forced(Loss::CrossEntropy, d, 100, "cluster");
+    EXPECT_EQ(cl.plan.strategy, RowwiseStrategy::Cluster);
+    EXPECT_EQ(cl.plan.cluster, 1);
+    EXPECT_EQ(run_forced(Loss::CrossEntropy, d, 5000, "warp").status, Status::NotSupported);
+    EXPECT_EQ(run_forced(Loss::CrossEntropy, d, 100, "stream", 1).status, Status::NotSupported);
+    EXPECT_EQ(run_forced(Loss::CrossEntropy, d, 100, nullptr, 1).plan.strategy, RowwiseStrategy::Scalar);
+    // nll and kl_div: warp for short rows, a block per row ("stream"), scalar; no register plans.
+    for (Loss loss : {Loss::NLL, Loss::KLDiv}) {
+      EXPECT_EQ(run_forced(loss, d, 100, nullptr).plan.strategy, RowwiseStrategy::Warp);
+      EXPECT_EQ(run_forced(loss, d, 5000, nullptr).plan.strategy, RowwiseStrategy::Stream);
+      EXPECT_EQ(run_forced(loss, d, 100, "stream").plan.strategy, RowwiseStrategy::Stream);
+      EXPECT_EQ(run_forced(loss, d, 100, "warp").plan.strategy, RowwiseStrategy::Warp);
+      EXPECT_EQ(run_forced(loss, d, 100, "nocluster").plan.strategy, RowwiseStrategy::Warp);
+      const Forced sc = run_forced(loss, d, 100, "scalar");
+      EXPECT_EQ(sc.plan.strategy, RowwiseStrategy::Scalar);
+      EXPECT_EQ(sc.plan.vec, 1);
+      EXPECT_EQ(run_forced(loss, d, 5000, "warp").status, Status::NotSupported);
+      EXPECT_EQ(run_forced(loss, d, 100, "block").status, Status::NotSupported);
+      EXPECT_EQ(run_forced(loss, d, 100, "cluster").status, Status::NotSupported);
+    }
+    EXPECT_EQ(run_forced(Loss::KLDiv, d, 100, "stream", 1).status, Status::NotSupported);
+    EXPECT_EQ(run_forced(Loss::KLDiv, d, 100, nullptr, 1).plan.strategy, RowwiseStrategy::Scalar);
+  }
+  EXPECT_EQ(run_forced(Loss::KLDivLogits, DType::Float32, 100, "no-such-strategy").status, Status::InvalidArgument);
+}
 
 /// The same calls under every scheduling order of the emulated device: bitwise identical outputs
 /// (a difference would be an order dependence that real hardware could show too).

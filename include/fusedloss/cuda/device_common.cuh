@@ -2,7 +2,7 @@
 // Header-only, CUDA-only: never included by the public API headers.
 //
 //  * dtype traits: the storage type of each DType and float32 load / rounded store;
-//  * warp and block sums in float32 with a fixed shuffle tree (bitwise reproducible);
+//  * the one warp / block reduction family (sum, max; fixed shuffle trees: bitwise reproducible);
 //  * FUSEDLOSS_CUDA_TRY: map a cudaError_t to Status::CudaError without aborting;
 //  * the seams between the kernels and the device they run on (nvcc's, or the emulated device in
 //    sim/): the launch helper, __shared__ declarations, compiler barriers, cluster support. Under
@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <math_constants.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -137,38 +138,68 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
 
 constexpr int kWarpSize = 32;
 
-/// Butterfly sum over a full warp; every lane ends with the same value, and the order of
-/// additions is fixed, so the result is bitwise reproducible.
+// ---- the one warp / block reduction family (fixed order: bitwise reproducible) ----------------------
+
+/// Sum and max as reduction operators. Max is fmaxf for floats: a NaN element does not win over
+/// the numbers of its row (a NaN row's statistics go NaN through its sums instead).
+struct SumOp {
+  template <class T>
+  __device__ static T identity() {
+    return T(0);
+  }
+  template <class T>
+  __device__ static T apply(T a, T b) {
+    return a + b;
+  }
+};
+struct MaxOp {
+  template <class T>
+  __device__ static T identity() {
+    return -CUDART_INF_F;
+  }
+  __device__ static float apply(float a, float b) { return fmaxf(a, b); }
+};
+
+/// Butterfly reduction over a full warp; every lane ends with the same value, and the order of
+/// operations is fixed, so the result is bitwise reproducible.
+template <class Op, class T>
+__device__ __forceinline__ T warp_reduce(T v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v = Op::apply(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
 template <class T>
 __device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
+  return warp_reduce<SumOp>(v);
 }
+__device__ __forceinline__ float warp_max(float v) { return warp_reduce<MaxOp>(v); }
 
-template <class T>
-__device__ __forceinline__ T warp_max(T v) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
-    const T o = __shfl_xor_sync(0xffffffffu, v, offset);
-    v = o > v ? o : v;
-  }
-  return v;
-}
-
-/// Block-wide sum of one value per thread (blockDim.x a multiple of 32, at most 1024).
-/// `scratch` is __shared__ T[32]. Every thread gets the result. Fixed order: deterministic.
-template <class T>
-__device__ __forceinline__ T block_sum(T v, T* scratch) {
+/// Block-wide reduction of K values per thread (blockDim.x a multiple of 32, at most 1024): warp
+/// butterflies, then the warp results in warp order. Every thread gets the results. `scratch`
+/// is __shared__ T[K][32]. Every thread of the block must call it (it holds two __syncthreads).
+template <class Op, int K, class T>
+__device__ __forceinline__ void block_reduce(T (&v)[K], T (*scratch)[kWarpSize]) {
   const int lane = threadIdx.x % kWarpSize;
   const int warp = threadIdx.x / kWarpSize;
   const int warps = blockDim.x / kWarpSize;
-  v = warp_sum(v);
-  __syncthreads();  // scratch may still be read by a previous call
-  if (lane == 0) scratch[warp] = v;
+#pragma unroll
+  for (int k = 0; k < K; ++k) v[k] = warp_reduce<Op>(v[k]);
+  __syncthreads();  // scratch may still be read by the previous reduction
+  if (lane == 0) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) scratch[k][warp] = v[k];
+  }
   __syncthreads();
-  v = lane < warps ? scratch[lane] : T(0);
-  return warp_sum(v);
+#pragma unroll
+  for (int k = 0; k < K; ++k) v[k] = warp_reduce<Op>(lane < warps ? scratch[k][lane] : Op::template identity<T>());
+}
+
+/// Block-wide sum of one value per thread; `scratch` is __shared__ T[32].
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+  T a[1] = {v};
+  block_reduce<SumOp>(a, reinterpret_cast<T(*)[kWarpSize]>(scratch));
+  return a[0];
 }
 
 }  // namespace cuda
