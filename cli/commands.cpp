@@ -220,6 +220,7 @@ std::vector<std::int64_t> data_shape(const ValidateOptions& o, const LossSpec& s
 }
 
 int run_validate(const ValidateOptions& o) {
+  if (lower(o.loss) == "linear_cross_entropy") return run_linear_ce_validate(o);  // cli/linear_ce_validate.cpp
   const LossSpec spec = make_spec(o.loss, o.reduction, o.dtype, o.params);
   const std::vector<std::int64_t> shape = data_shape(o, spec);
   const bool from_files = shape.empty();

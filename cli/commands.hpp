@@ -75,6 +75,8 @@ std::vector<std::int64_t> data_shape(const ValidateOptions& options, const LossS
 int run_eval(const EvalOptions& options);
 /// `fusedloss eval --loss linear_cross_entropy` (cli/linear_ce_eval.cpp).
 int run_linear_ce_eval(const EvalOptions& options);
+/// `validate --loss linear_cross_entropy` (cli/linear_ce_validate.cpp).
+int run_linear_ce_validate(const ValidateOptions& options);
 /// Writes every (name, array) under `dir` as a set (nothing left behind on failure); UsageError.
 void write_outputs(const std::string& dir, const std::vector<std::pair<std::string, NpyArray>>& files);
 /// A value as eval prints it ("nan" for any NaN, else %.9g).
