@@ -31,11 +31,11 @@
 //   linear_cross_entropy's grad_hidden = G·W, grad_weight = Gᵀ·h, grad_bias = Σ_n G (G = ∂loss/∂z, both
 //     paths fp32 GEMMs of K = V, N, N terms): the same rule with T = the GEMM bound of the two paths over
 //     grad_abs, T = (2(K + 2)·u + 8·δz)·S / grad_abs (u = 2⁻²⁴; Higham §3.5: |fl(A·B) − A·B| ≤ K·u·|A|·|B|,
-//     once per path; δz = (H + 1)·u·(max_n Σ_k|h_nk| · max|W| + max|b|), the logits' GEMM error, which moves
-//     G by ≤ 4·δz relatively through the softmax). S bounds the Σ|terms| of an output element from
-//     Σ_v |G_nv| ≤ g = 2·T_ce·(1 + z_loss·(max|lse| + 1)) (T_ce: the row-wise term scale above; p sums to
-//     1, softcap' ≤ 1): S = g·max|W| (grad_hidden), N·g·max|h| (grad_weight), N·g (grad_bias).
-//     tests/common/linear_ce_check.hpp holds each path to the per-element form of this bound.
+//     once per path; δz = (H + 1)·u·max_{n,v}(Σ_k|h_nk W_vk| + |b_v|), the logits' GEMM error, which moves
+//     G by ≤ 4·δz relatively through the softmax). S = the largest Σ|terms| of an element: Σ_v |G|⁺_nv|W_vk|,
+//     Σ_n |G|⁺_nv|h_nk|, Σ_n |G|⁺_nv, with |G|⁺ the size of the terms G is a difference of, from z in
+//     double and the reference lse (cli/linear_ce_validate.cpp; the same |G|⁺ as
+//     tests/common/linear_ce_check.hpp, which holds each path to the per-element form of this bound).
 //   invalid data values: the two paths must count the same number.
 // NaN matches NaN and ±inf matches the same infinity; any other non-finite difference fails.
 #pragma once

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,74 @@ double max_abs(const HostTensor& t) {
   double m = 0.0;
   for (std::int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(get_value(t, i)));
   return m;
+}
+
+/// The largest Σ|terms| of an element of grad_hidden, grad_weight and grad_bias, and the largest logit error
+/// δz_n (cli/compare.hpp), from the inputs and the reference lse: z in double, then |G|⁺_nv, the size of the
+/// terms G_nv is a difference of, F·chain·((1−ε)·w_y·(p + [v = y]) + ε/V·(Σw·p + w_v) + 2·z_loss·(|lse| + 1)·p).
+struct GemmScales {
+  double grad_hidden = 0, grad_weight = 0, grad_bias = 0, delta_z = 0;
+};
+
+GemmScales gemm_scales(const LinearCeHost& h, const HostTensor& lse, double F) {
+  const fl::RowwiseParams& prm = h.spec.rowwise;
+  const std::int64_t N = h.N, H = h.H, V = h.V;
+  const auto cw = [&](std::int64_t v) { return h.has_class_weight() ? get_value(h.class_weight, v) : 1.0; };
+  double wsum = 0.0;
+  for (std::int64_t v = 0; v < V; ++v) wsum += cw(v);
+  std::vector<double> gw(static_cast<std::size_t>(V * H), 0.0), gb(static_cast<std::size_t>(V), 0.0),
+      gh(static_cast<std::size_t>(H)), hr(static_cast<std::size_t>(H)), G(static_cast<std::size_t>(V));
+  GemmScales s;
+  const auto* labels = static_cast<const unsigned char*>(h.labels.data());
+  for (std::int64_t n = 0; n < N; ++n) {
+    for (std::int64_t k = 0; k < H; ++k) hr[static_cast<std::size_t>(k)] = get_value(h.hidden, n * H + k);
+    std::int64_t y = 0;
+    if (h.labels.dtype == fl::DType::Int32) {
+      std::int32_t y32;
+      std::memcpy(&y32, labels + 4 * n, 4);
+      y = y32;
+    } else {
+      std::memcpy(&y, labels + 8 * n, 8);
+    }
+    const bool valid = y != prm.ignore_index && y >= 0 && y < V;
+    const double l = get_value(lse, n), wy = valid ? cw(y) : 0.0, eps = prm.label_smoothing;
+    double a_max = 0.0;
+    for (std::int64_t v = 0; v < V; ++v) {
+      double z = h.has_bias() ? get_value(h.bias, v) : 0.0, a = std::fabs(z);
+      for (std::int64_t k = 0; k < H; ++k) {
+        const double w = get_value(h.weight, v * H + k);
+        z += hr[static_cast<std::size_t>(k)] * w;
+        a += std::fabs(hr[static_cast<std::size_t>(k)] * w);
+      }
+      a_max = std::max(a_max, a);
+      double chain = 1.0;
+      if (prm.softcap > 0) {
+        const double c = std::cosh(z / prm.softcap);
+        z = prm.softcap * std::tanh(z / prm.softcap);
+        chain = 1.0 / (c * c);
+      }
+      const double p = std::exp(z - l);
+      G[static_cast<std::size_t>(v)] =
+          valid ? F * chain * ((1 - eps) * wy * (p + (v == y ? 1 : 0)) + eps / static_cast<double>(V) * (wsum * p + cw(v)) +
+                               2 * prm.z_loss * (std::fabs(l) + 1) * p)
+                : 0.0;
+    }
+    s.delta_z = std::max(s.delta_z, static_cast<double>(H + 1) * 0x1p-24 * a_max);
+    std::fill(gh.begin(), gh.end(), 0.0);
+    for (std::int64_t v = 0; v < V; ++v) {
+      const double g = G[static_cast<std::size_t>(v)];
+      if (g == 0.0) continue;
+      gb[static_cast<std::size_t>(v)] += g;
+      for (std::int64_t k = 0; k < H; ++k) {
+        gh[static_cast<std::size_t>(k)] += g * std::fabs(get_value(h.weight, v * H + k));
+        gw[static_cast<std::size_t>(v * H + k)] += g * std::fabs(hr[static_cast<std::size_t>(k)]);
+      }
+    }
+    for (double x : gh) s.grad_hidden = std::max(s.grad_hidden, x);
+  }
+  for (double x : gw) s.grad_weight = std::max(s.grad_weight, x);
+  for (double x : gb) s.grad_bias = std::max(s.grad_bias, x);
+  return s;
 }
 
 void print_row(const char* name, const Comparison& c, const std::vector<std::int64_t>& shape, fl::DType dtype,
@@ -76,15 +145,10 @@ int run_linear_ce_validate(const ValidateOptions& o) {
   ce.reduction = spec.reduction;
   ce.grad_scale = spec.grad_scale;
   ce.params = spec.rowwise;
-  const double g = 2.0 * rowwise_term_scale(ce) * (1.0 + spec.rowwise.z_loss * (max_abs(cpu.lse) + 1.0));
-  const double w_max = max_abs(h.weight), h_max = max_abs(h.hidden), b_max = h.has_bias() ? max_abs(h.bias) : 0.0;
-  double h_row_l1 = 0.0;
-  for (std::int64_t n = 0; n < h.N; ++n) {
-    double s = 0.0;
-    for (std::int64_t k = 0; k < h.H; ++k) s += std::fabs(get_value(h.hidden, n * h.H + k));
-    h_row_l1 = std::max(h_row_l1, s);
-  }
-  const double delta_z = static_cast<double>(h.H + 1) * 0x1p-24 * (h_row_l1 * w_max + b_max);
+  const double t_ce = rowwise_term_scale(ce);
+  double w_max = 1.0;
+  if (h.has_class_weight()) w_max = max_abs(h.class_weight);
+  const GemmScales gs = gemm_scales(h, cpu.lse, w_max > 0.0 ? t_ce / w_max : 0.0);
   const double N = static_cast<double>(h.N), V = static_cast<double>(h.V);
 
   std::printf("%-12s %-12s %-12s %-12s %-18s %-42s %s\n", "", "max abs err", "max rel err", "max ulp", "worst index",
@@ -99,12 +163,12 @@ int run_linear_ce_validate(const ValidateOptions& o) {
   check("loss", cuda.loss, cpu.loss, CompareKind::Loss, 0.0, fl::DType::Float32, "loss");
   check("lse", cuda.lse, cpu.lse, CompareKind::Loss, kLseTermScale, fl::DType::Float32, "lse");
   check("grad_hidden", cuda.grad_hidden, cpu.grad_hidden, CompareKind::Grad,
-        linear_ce_gemm_term_scale(tol, V, g * w_max, delta_z), h.dtype, "grad");
+        linear_ce_gemm_term_scale(tol, V, gs.grad_hidden, gs.delta_z), h.dtype, "grad");
   check("grad_weight", cuda.grad_weight, cpu.grad_weight, CompareKind::Grad,
-        linear_ce_gemm_term_scale(tol, N, N * g * h_max, delta_z), h.dtype, "grad");
+        linear_ce_gemm_term_scale(tol, N, gs.grad_weight, gs.delta_z), h.dtype, "grad");
   if (h.has_bias())
     check("grad_bias", cuda.grad_bias, cpu.grad_bias, CompareKind::Grad,
-          linear_ce_gemm_term_scale(tol, N, N * g, delta_z), h.dtype, "grad");
+          linear_ce_gemm_term_scale(tol, N, gs.grad_bias, gs.delta_z), h.dtype, "grad");
   const bool counts_match = cpu.invalid_values == cuda.invalid_values;
   std::printf("invalid data values: cuda %lld, cpu %lld  %s\n", static_cast<long long>(cuda.invalid_values),
               static_cast<long long>(cpu.invalid_values), counts_match ? "PASS" : "FAIL");
