@@ -11,7 +11,6 @@
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "cli/compare.hpp"
-#include "cli/gpu_runtime.hpp"
 #include "cli/linear_ce_problem.hpp"
 #include "fusedloss/fusedloss.hpp"
 
@@ -94,18 +93,6 @@ GemmScales gemm_scales(const LinearCeHost& h, const HostTensor& lse, double F) {
   return s;
 }
 
-void print_row(const char* name, const Comparison& c, const std::vector<std::int64_t>& shape, fl::DType dtype,
-               const std::string& tol) {
-  char ulp[48];
-  std::snprintf(ulp, sizeof ulp, "%.0f (%s)", c.max_ulp, fl::dtype_name(dtype));
-  std::printf("%-12s %-12.4g %-12.4g %-12s %-18s %-42s %s\n", name, c.max_abs, c.max_rel, ulp,
-              index_string(c.worst, shape).c_str(), tol.c_str(), c.pass() ? "PASS" : "FAIL");
-  if (!c.pass())
-    std::printf("       %lld of %lld values outside the tolerance; worst %s: cuda %.9g, cpu %.9g\n",
-                static_cast<long long>(c.failures), static_cast<long long>(c.count),
-                index_string(c.worst, shape).c_str(), c.worst_got, c.worst_ref);
-}
-
 }  // namespace
 
 int run_linear_ce_validate(const ValidateOptions& o) {
@@ -116,19 +103,15 @@ int run_linear_ce_validate(const ValidateOptions& o) {
   if (from_files && !o.shape.empty()) throw UsageError("--shape is for generated data; it cannot be combined with --input");
   if (!from_files && (!o.files.target.empty() || !o.files.linear_weight.empty() || !o.files.bias.empty()))
     throw UsageError("--target / --linear-weight / --bias need --input");
-  if (!fl::cuda_available())
-    throw NoGpuError(gpu::compiled() ? "validate needs a GPU: no usable CUDA device on this machine"
-                                     : "validate needs a GPU: this build of fusedloss has no CUDA path");
+  if (!fl::cuda_available()) print_validate_device();  // throws NoGpuError before any data is made
   const LinearCeHost h = from_files ? load_linear_ce(spec, o.files)
                                     : generate_linear_ce(spec, parse_shape(o.shape.empty() ? "257x65x5003" : o.shape, "--shape"),
                                                          o.seed, o.weighted);
-  const gpu::DeviceInfo device = gpu::device_info();
   std::printf("validate linear_cross_entropy %s N=%lld H=%lld V=%lld%s%s, %s%s\n", fl::dtype_name(h.dtype),
               static_cast<long long>(h.N), static_cast<long long>(h.H), static_cast<long long>(h.V),
               h.has_bias() ? ", bias" : "", h.has_class_weight() ? ", class weights" : "", reduction_name(spec.reduction),
               from_files ? "" : (" (generated, seed " + std::to_string(o.seed) + ")").c_str());
-  std::printf("CUDA path on %s (driver %s, runtime %s) vs the CPU reference path\n", device.name.c_str(),
-              gpu::version_string(device.driver_version).c_str(), gpu::version_string(device.runtime_version).c_str());
+  print_validate_device();
 
   const LinearCeRun cpu = run_linear_ce(h, fl::Backend::CPU, o.threads, true);
   const LinearCeRun cuda = run_linear_ce(h, fl::Backend::CUDA, 0, true);
@@ -157,7 +140,7 @@ int run_linear_ce_validate(const ValidateOptions& o) {
   const auto check = [&](const char* name, const HostTensor& got, const HostTensor& ref, CompareKind kind, double T,
                          fl::DType dtype, const char* kind_text) {
     const Comparison c = compare(got, ref, kind, tol, T);
-    print_row(name, c, ref.shape, dtype, tolerance_text(tol, kind_text, dtype));
+    print_validate_row(name, 12, c, ref.shape, dtype, tolerance_text(tol, kind_text, dtype));
     pass &= c.pass();
   };
   check("loss", cuda.loss, cpu.loss, CompareKind::Loss, 0.0, fl::DType::Float32, "loss");
@@ -169,12 +152,7 @@ int run_linear_ce_validate(const ValidateOptions& o) {
   if (h.has_bias())
     check("grad_bias", cuda.grad_bias, cpu.grad_bias, CompareKind::Grad,
           linear_ce_gemm_term_scale(tol, N, gs.grad_bias, gs.delta_z), h.dtype, "grad");
-  const bool counts_match = cpu.invalid_values == cuda.invalid_values;
-  std::printf("invalid data values: cuda %lld, cpu %lld  %s\n", static_cast<long long>(cuda.invalid_values),
-              static_cast<long long>(cpu.invalid_values), counts_match ? "PASS" : "FAIL");
-  pass &= counts_match;
-  std::printf("%s\n", pass ? "PASS" : "FAIL");
-  return pass ? kExitOk : kExitFail;
+  return finish_validate(pass, cuda.invalid_values, cpu.invalid_values);
 }
 
 }  // namespace fusedloss_cli
