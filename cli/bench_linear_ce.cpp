@@ -162,9 +162,10 @@ int run_linear_ce_bench(const BenchOptions& o) {
     if (fl::compute(p, out, cfg) != fl::Status::Success) throw RuntimeFailure("linear_cross_entropy failed");
     return static_cast<double>(loss);
   }));
-  char note[96];
-  std::snprintf(note, sizeof note, "chunk %lld rows, workspace %.1f MiB", static_cast<long long>(plan.chunk_rows),
-                static_cast<double>(plan.workspace_bytes) / (1 << 20));
+  char note[128];
+  std::snprintf(note, sizeof note, "chunk %lld rows, workspace %.1f MiB + internal %.1f MiB",
+                static_cast<long long>(plan.chunk_rows), static_cast<double>(plan.workspace_bytes) / (1 << 20),
+                static_cast<double>(plan.internal_bytes) / (1 << 20));
   rows.back().note = note;
 
   // The unfused baseline: the whole [N, V] logits at once.

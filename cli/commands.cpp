@@ -192,11 +192,13 @@ std::vector<std::int64_t> default_validate_shape(Loss loss) {
   return {257, 5003};
 }
 
-void print_row(const char* name, const Comparison& c, const std::vector<std::int64_t>& shape, DType ulp_dtype,
-               const std::string& tol) {
+}  // namespace
+
+void print_validate_row(const char* name, int name_width, const Comparison& c, const std::vector<std::int64_t>& shape,
+                        DType ulp_dtype, const std::string& tol) {
   char ulp[48];
   std::snprintf(ulp, sizeof ulp, "%.0f (%s)", c.max_ulp, fusedloss::dtype_name(ulp_dtype));
-  std::printf("%-6s %-12.4g %-12.4g %-12s %-18s %-42s %s\n", name, c.max_abs, c.max_rel, ulp,
+  std::printf("%-*s %-12.4g %-12.4g %-12s %-18s %-42s %s\n", name_width, name, c.max_abs, c.max_rel, ulp,
               index_string(c.worst, shape).c_str(), tol.c_str(), c.pass() ? "PASS" : "FAIL");
   if (!c.pass())
     std::printf("       %lld of %lld values outside the tolerance; worst %s: cuda %.9g, cpu %.9g\n",
@@ -204,7 +206,23 @@ void print_row(const char* name, const Comparison& c, const std::vector<std::int
                 index_string(c.worst, shape).c_str(), c.worst_got, c.worst_ref);
 }
 
-}  // namespace
+int finish_validate(bool pass, std::int64_t cuda_invalid, std::int64_t cpu_invalid) {
+  const bool counts_match = cpu_invalid == cuda_invalid;
+  std::printf("invalid data values: cuda %lld, cpu %lld  %s\n", static_cast<long long>(cuda_invalid),
+              static_cast<long long>(cpu_invalid), counts_match ? "PASS" : "FAIL");
+  pass &= counts_match;
+  std::printf("%s\n", pass ? "PASS" : "FAIL");
+  return pass ? kExitOk : kExitFail;
+}
+
+void print_validate_device() {
+  if (!fusedloss::cuda_available())
+    throw NoGpuError(gpu::compiled() ? "validate needs a GPU: no usable CUDA device on this machine"
+                                     : "validate needs a GPU: this build of fusedloss has no CUDA path");
+  const gpu::DeviceInfo device = gpu::device_info();
+  std::printf("CUDA path on %s (driver %s, runtime %s) vs the CPU reference path\n", device.name.c_str(),
+              gpu::version_string(device.driver_version).c_str(), gpu::version_string(device.runtime_version).c_str());
+}
 
 std::vector<std::int64_t> data_shape(const ValidateOptions& o, const LossSpec& spec) {
   if (o.threads < 0) throw UsageError("--threads must be >= 0");
@@ -220,21 +238,18 @@ std::vector<std::int64_t> data_shape(const ValidateOptions& o, const LossSpec& s
 }
 
 int run_validate(const ValidateOptions& o) {
+  if (lower(o.loss) == "linear_cross_entropy") return run_linear_ce_validate(o);  // cli/linear_ce_validate.cpp
   const LossSpec spec = make_spec(o.loss, o.reduction, o.dtype, o.params);
   const std::vector<std::int64_t> shape = data_shape(o, spec);
   const bool from_files = shape.empty();
 
-  if (!fusedloss::cuda_available())
-    throw NoGpuError(gpu::compiled() ? "validate needs a GPU: no usable CUDA device on this machine"
-                                     : "validate needs a GPU: this build of fusedloss has no CUDA path");
+  if (!fusedloss::cuda_available()) print_validate_device();  // throws NoGpuError before any data is made
 
   const HostProblem problem =
       from_files ? load_problem(spec, o.files) : generate_problem(spec, shape, o.seed, o.soft, o.weighted);
-  const gpu::DeviceInfo device = gpu::device_info();
   std::printf("validate %s%s\n", problem.describe().c_str(),
               from_files ? "" : (" (generated, seed " + std::to_string(o.seed) + ")").c_str());
-  std::printf("CUDA path on %s (driver %s, runtime %s) vs the CPU reference path\n", device.name.c_str(),
-              gpu::version_string(device.driver_version).c_str(), gpu::version_string(device.runtime_version).c_str());
+  print_validate_device();
 
   const ProblemResult cpu = run_problem(problem, Backend::CPU, o.threads, true);
   const ProblemResult cuda = run_problem(problem, Backend::CUDA, 0, true);
@@ -244,22 +259,17 @@ int run_validate(const ValidateOptions& o) {
               "tolerance", "result");
   bool pass = true;
   const Comparison loss = compare(cuda.loss, cpu.loss, CompareKind::Loss, tol);
-  print_row("loss", loss, problem.loss_shape(), DType::Float32, tolerance_text(tol, "loss", DType::Float32));
+  print_validate_row("loss", 6, loss, problem.loss_shape(), DType::Float32, tolerance_text(tol, "loss", DType::Float32));
   pass &= loss.pass();
   const Comparison grad = compare(cuda.grad, cpu.grad, CompareKind::Grad, tol, term_scale_of(problem));
-  print_row("grad", grad, problem.input.shape, problem.dtype, tolerance_text(tol, "grad", problem.dtype));
+  print_validate_row("grad", 6, grad, problem.input.shape, problem.dtype, tolerance_text(tol, "grad", problem.dtype));
   pass &= grad.pass();
   if (problem.has_lse()) {
     const Comparison lse = compare(cuda.lse, cpu.lse, CompareKind::Loss, tol, kLseTermScale);
-    print_row("lse", lse, {problem.rows}, DType::Float32, tolerance_text(tol, "lse", DType::Float32));
+    print_validate_row("lse", 6, lse, {problem.rows}, DType::Float32, tolerance_text(tol, "lse", DType::Float32));
     pass &= lse.pass();
   }
-  const bool counts_match = cpu.invalid_values == cuda.invalid_values;
-  std::printf("invalid data values: cuda %lld, cpu %lld  %s\n", static_cast<long long>(cuda.invalid_values),
-              static_cast<long long>(cpu.invalid_values), counts_match ? "PASS" : "FAIL");
-  pass &= counts_match;
-  std::printf("%s\n", pass ? "PASS" : "FAIL");
-  return pass ? kExitOk : kExitFail;
+  return finish_validate(pass, cuda.invalid_values, cpu.invalid_values);
 }
 
 }  // namespace fusedloss_cli

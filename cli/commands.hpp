@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "cli/compare.hpp"
 #include "cli/problem.hpp"
 
 namespace fusedloss_cli {
@@ -75,6 +76,15 @@ std::vector<std::int64_t> data_shape(const ValidateOptions& options, const LossS
 int run_eval(const EvalOptions& options);
 /// `fusedloss eval --loss linear_cross_entropy` (cli/linear_ce_eval.cpp).
 int run_linear_ce_eval(const EvalOptions& options);
+/// One row of validate's table (name padded to name_width), and the failing values when it fails.
+void print_validate_row(const char* name, int name_width, const Comparison& c, const std::vector<std::int64_t>& shape,
+                        fusedloss::DType ulp_dtype, const std::string& tol);
+/// Prints the invalid-value counts and the verdict; kExitOk when everything passed and the counts match.
+int finish_validate(bool pass, std::int64_t cuda_invalid, std::int64_t cpu_invalid);
+/// Throws NoGpuError without a usable CUDA device; else prints which device validate runs on.
+void print_validate_device();
+/// `validate --loss linear_cross_entropy` (cli/linear_ce_validate.cpp).
+int run_linear_ce_validate(const ValidateOptions& options);
 /// Writes every (name, array) under `dir` as a set (nothing left behind on failure); UsageError.
 void write_outputs(const std::string& dir, const std::vector<std::pair<std::string, NpyArray>>& files);
 /// A value as eval prints it ("nan" for any NaN, else %.9g).

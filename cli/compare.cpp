@@ -105,6 +105,11 @@ double elementwise_term_scale(const fusedloss::ElementwiseProblem& p) {
   return elementwise_term_scale(p.loss, p.grad_scale, divisor, w_max, pw_max);
 }
 
+double linear_ce_gemm_term_scale(const Tolerance& tol, double K, double sum_abs_terms, double delta_z) {
+  constexpr double kU = 0x1p-24;  // fp32 unit roundoff
+  return (2.0 * (K + 2.0) * kU + 8.0 * delta_z) * sum_abs_terms / tol.grad_abs;
+}
+
 double rowwise_term_scale(const fusedloss::RowwiseProblem& p) {
   using fusedloss::Loss;
   using fusedloss::Reduction;

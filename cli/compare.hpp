@@ -28,6 +28,14 @@
 //   gradient, fp16/bf16: within 1 unit in the last place of the dtype of the CPU result (which is
 //     the correctly rounded double result), or within the fp32 bound above (for values so small
 //     that the fp32 computation's absolute error exceeds their ulp).
+//   linear_cross_entropy's grad_hidden = G·W, grad_weight = Gᵀ·h, grad_bias = Σ_n G (G = ∂loss/∂z, both
+//     paths fp32 GEMMs of K = V, N, N terms): the same rule with T = the GEMM bound of the two paths over
+//     grad_abs, T = (2(K + 2)·u + 8·δz)·S / grad_abs (u = 2⁻²⁴; Higham §3.5: |fl(A·B) − A·B| ≤ K·u·|A|·|B|,
+//     once per path; δz = (H + 1)·u·max_{n,v}(Σ_k|h_nk W_vk| + |b_v|), the logits' GEMM error, which moves
+//     G by ≤ 4·δz relatively through the softmax). S = the largest Σ|terms| of an element: Σ_v |G|⁺_nv|W_vk|,
+//     Σ_n |G|⁺_nv|h_nk|, Σ_n |G|⁺_nv, with |G|⁺ the size of the terms G is a difference of, from z in
+//     double and the reference lse (cli/linear_ce_validate.cpp; the same |G|⁺ as
+//     tests/common/linear_ce_check.hpp, which holds each path to the per-element form of this bound).
 //   invalid data values: the two paths must count the same number.
 // NaN matches NaN and ±inf matches the same infinity; any other non-finite difference fails.
 #pragma once
@@ -88,6 +96,10 @@ double elementwise_term_scale(const fusedloss::ElementwiseProblem& host_problem)
 /// (resolved) reduction read from them (Σ w[y] over counted labels for a mean with labels). Used by
 /// `fusedloss validate` and by the GPU tests, so both hold a problem to the same T.
 double rowwise_term_scale(const fusedloss::RowwiseProblem& host_problem);
+
+/// T of the linear_cross_entropy GEMM outputs (see the table): reduction length K, Σ|terms| bound S,
+/// the logits' error δz.
+double linear_ce_gemm_term_scale(const Tolerance& tol, double K, double sum_abs_terms, double delta_z);
 
 /// Ulp distance between two values stored in `dtype` bit patterns (float32, float16, bfloat16).
 std::int64_t ulp_distance_bits(std::uint32_t a, std::uint32_t b, fusedloss::DType dtype);

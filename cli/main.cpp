@@ -23,7 +23,7 @@ using namespace fusedloss_cli;
 
 const char* kLossHelp =
     "loss name: mse, mae (l1), rmse, msle, huber, smooth_l1, pseudo_huber, log_cosh, hinge, squared_hinge, bce, "
-    "bce_with_logits, cross_entropy, nll, kl_div, kl_div_logits, linear_cross_entropy (eval, bench)";
+    "bce_with_logits, cross_entropy, nll, kl_div, kl_div_logits, linear_cross_entropy (eval, validate, bench)";
 const char* kParamHelp =
     "loss option KEY=VALUE (repeatable): delta, beta, pos_weight, ignore_index, label_smoothing, z_loss, softcap, "
     "log_target (true/false), temperature, grad_scale";
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
       "validate", "run the CUDA path and the CPU reference on the same data and compare them (needs a GPU)");
   add_loss_options(validate, validate_options, false);
   validate->add_option("--shape", validate_options.shape,
-                       "shape of generated data when --input is absent: N (elementwise) or NxC (row-wise)");
+                       "shape of generated data when --input is absent: N (elementwise), NxC (row-wise) or NxHxV (linear_cross_entropy)");
   validate->add_option("--seed", validate_options.seed, "seed of the generated data");
   validate->add_flag("--soft", validate_options.soft, "generated cross_entropy data uses soft targets");
   validate->add_flag("--weighted", validate_options.weighted, "generated data has per-element / class weights");

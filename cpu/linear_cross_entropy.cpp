@@ -124,7 +124,8 @@ Status run(const LinearCrossEntropyProblem& p, const LinearCrossEntropyOutputs& 
     ce_out.loss = p.reduction == Reduction::None ? out.loss + r0 : row_loss;
     ce_out.grad = want_grad ? logits : nullptr;
     ce_out.lse = out.lse != nullptr ? out.lse + r0 : nullptr;
-    const Status s = cpu_compute(ce, ce_out, threads);
+    // At most kLinearCeRowWorkers threads: the plan reserved their scratch out of the budget.
+    const Status s = cpu_compute(ce, ce_out, std::min(threads, kLinearCeRowWorkers));
     if (s != Status::Success && s != Status::InvalidValue) return s;  // bad labels: counted in step 0
     if (p.reduction != Reduction::None)
       for (std::int64_t r = 0; r < c; ++r) loss_sum += static_cast<double>(row_loss[r]);

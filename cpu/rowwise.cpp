@@ -694,6 +694,28 @@ Status run_rowwise(const RowwiseProblem& p, const LossOutputs& out, int threads)
   }
 }
 
+/// An upper bound of the heap scratch cross_entropy_sparse allocates for a chunk of rows of `p`
+/// with `threads` workers, as fixed + per_row × rows (see cpu_sparse_ce_scratch in backend.hpp).
+/// Non-split: the per-chunk partials (≤ 1 double a row) and per worker e (+ z with softcap), C
+/// doubles each; split (< kSplitRows rows): the segment statistics and three doubles a row.
+CpuScratchBound SparseCeScratch(const RowwiseProblem& p, int threads) {
+  constexpr std::size_t kOverhead = 64;  // malloc's header and alignment, per allocation
+  const std::size_t C = static_cast<std::size_t>(p.classes), workers = static_cast<std::size_t>(threads < 1 ? 1 : threads);
+  const std::size_t row_vectors = p.params.softcap > 0.0 ? 2 : 1;
+  CpuScratchBound b;
+  b.fixed = workers * row_vectors * (C * sizeof(double) + kOverhead) + kOverhead;
+  b.per_row = sizeof(double);
+  RowwiseProblem split = p;
+  split.rows = kSplitRows - 1;
+  if (split_cross_entropy(split)) {
+    const std::size_t rows = static_cast<std::size_t>(kSplitRows - 1);
+    const std::size_t segs = static_cast<std::size_t>(chunk_count(p.classes, split_segment(p.classes)));
+    const std::size_t bytes = rows * segs * sizeof(SegmentStats) + 3 * rows * sizeof(double) + 4 * kOverhead;
+    b.fixed = bytes > b.fixed ? bytes : b.fixed;
+  }
+  return b;
+}
+
 /// This target's entry point (see cpu_compute below).
 Status ComputeRowwise(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) {
   Status status = Status::InvalidArgument;  // unknown dtype (validate() never passes one)
@@ -714,7 +736,12 @@ namespace fusedloss {
 namespace detail {
 namespace cpu {
 HWY_EXPORT(ComputeRowwise);
+HWY_EXPORT(SparseCeScratch);
 }  // namespace cpu
+
+CpuScratchBound cpu_sparse_ce_scratch(const RowwiseProblem& problem, int threads) noexcept {
+  return HWY_DYNAMIC_DISPATCH(cpu::SparseCeScratch)(problem, threads);
+}
 
 Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept {
   try {

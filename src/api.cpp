@@ -327,6 +327,7 @@ Status linear_cross_entropy_plan(const LinearCrossEntropyProblem& problem, const
   if (s != Status::Success) return s;
   plan->chunk_rows = layout.chunk_rows;
   plan->workspace_bytes = layout.bytes;
+  plan->internal_bytes = layout.host_scratch;
   return Status::Success;
 }
 Status workspace_size(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,

@@ -23,9 +23,15 @@ namespace detail {
 // `threads` >= 1. Results do not depend on `threads`.
 Status cpu_compute(const ElementwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept;
 Status cpu_compute(const RowwiseProblem& problem, const LossOutputs& outputs, int threads) noexcept;
-/// `workspace`: layout.bytes of host memory, 256-byte aligned (see linear_ce_plan.hpp).
+/// `workspace`: layout.bytes of host memory, 256-byte aligned (see linear_ce_plan.hpp). Besides
+/// it the call allocates at most layout.host_scratch bytes (the row-wise cross_entropy's scratch
+/// for at most kLinearCeRowWorkers workers).
 Status cpu_compute(const LinearCrossEntropyProblem& problem, const LinearCrossEntropyOutputs& outputs,
                    const LinearCeLayout& layout, void* workspace, int threads) noexcept;
+/// An upper bound of the heap memory cpu_compute(RowwiseProblem) allocates for sparse
+/// cross_entropy (labels given) with `threads` workers on a problem like `problem` with r rows:
+/// fixed + per_row × r, whatever r.
+CpuScratchBound cpu_sparse_ce_scratch(const RowwiseProblem& problem, int threads) noexcept;
 
 // ---- CUDA path (cuda/), present when FUSEDLOSS_WITH_CUDA is 1 --------------------------
 // Asynchronous on `stream`; never synchronises, never allocates. `d_workspace` holds at least

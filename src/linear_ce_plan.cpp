@@ -63,7 +63,10 @@ bool linear_ce_layout(const LinearCrossEntropyProblem& p, const LinearCrossEntro
 #if FUSEDLOSS_WITH_CUDA
   if (cuda) ce = align_up(cuda_workspace_size(linear_ce_chunk_problem(p, std::max<std::int64_t>(p.rows, 1), nullptr, p.labels)));
 #endif
-  const std::size_t fixed = weight32 + grad_weight32 + bias_acc + scalars + blas + ce;
+  // CPU: the in-place cross_entropy's own scratch, for kLinearCeRowWorkers workers (see the header).
+  CpuScratchBound scratch;
+  if (!cuda) scratch = cpu_sparse_ce_scratch(linear_ce_chunk_problem(p, 1, nullptr, p.labels), kLinearCeRowWorkers);
+  const std::size_t fixed = weight32 + grad_weight32 + bias_acc + scalars + blas + ce + scratch.fixed;
 
   // Per row: V fp32 logits, a loss, and (fp16/bf16) H fp32 hidden (+ H fp32 grad_hidden) values.
   // Each chunk region is rounded up to 256 bytes: up to 4 × 256 bytes of slack are reserved.
@@ -71,6 +74,7 @@ bool linear_ce_layout(const LinearCrossEntropyProblem& p, const LinearCrossEntro
   const std::size_t row_elems = static_cast<std::size_t>(V) + 1 +
                                 (half ? static_cast<std::size_t>(H) * (out.grad_hidden != nullptr ? 2 : 1) : 0);
   if (__builtin_mul_overflow(row_elems, sizeof(float), &per_row)) return false;
+  per_row += scratch.per_row;
   const std::size_t slack = 4 * kAlign;
   if (p.memory_budget_bytes < fixed + slack + per_row) return false;
   std::int64_t chunk = static_cast<std::int64_t>(
@@ -104,7 +108,8 @@ bool linear_ce_layout(const LinearCrossEntropyProblem& p, const LinearCrossEntro
   l.blas = place(blas);
   l.ce = place(ce);
   l.bytes = at;
-  if (l.bytes > p.memory_budget_bytes) return false;
+  l.host_scratch = scratch.fixed + scratch.per_row * static_cast<std::size_t>(chunk);
+  if (l.bytes > p.memory_budget_bytes || l.host_scratch > p.memory_budget_bytes - l.bytes) return false;
   *layout = l;
   return true;
 }

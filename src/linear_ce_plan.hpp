@@ -14,6 +14,12 @@
 //   blas         4 MiB             CUDA: cuBLAS's workspace (cublasSetWorkspace)
 //   ce           (small)           CUDA: the row-wise cross_entropy's own workspace for one chunk
 // fp32 problems need no hidden32/weight32 copies, and (not accumulating) sum grad_weight in the output.
+//
+// CPU: the row-wise cross_entropy that runs in place on a chunk allocates its own scratch (per
+// worker: V doubles, twice with softcap; per row: one partial sum). The plan reserves it out of the
+// budget for kLinearCeRowWorkers workers — a constant, not the machine's thread count, so the chunk
+// size (and with it every result) is the same on every machine — and the CPU path runs that step
+// on at most that many threads: workspace + host_scratch <= memory_budget_bytes.
 #pragma once
 
 #include <cstddef>
@@ -29,7 +35,16 @@ struct LinearCeLayout {
   std::size_t logits = 0, row_loss = 0, hidden32 = 0, grad_hidden32 = 0, weight32 = 0, grad_weight32 = 0,
               bias_acc = 0, scalars = 0, blas = 0, ce = 0;  // byte offsets (SIZE_MAX: region absent)
   std::size_t bytes = 0;                            // total workspace
+  std::size_t host_scratch = 0;                     // CPU: what the call allocates besides the workspace
 };
+
+/// Heap scratch of a CPU step on r rows: at most fixed + per_row × r bytes.
+struct CpuScratchBound {
+  std::size_t fixed = 0, per_row = 0;
+};
+
+/// The CPU path's row-wise cross_entropy step runs on at most this many threads (see above).
+constexpr int kLinearCeRowWorkers = 8;
 
 constexpr std::size_t kLinearCeAbsent = ~std::size_t(0);
 constexpr std::size_t kLinearCeBlasWorkspace = std::size_t(4) << 20;  // what cuBLAS recommends for Hopper

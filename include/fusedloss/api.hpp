@@ -155,7 +155,11 @@ struct ExecutionConfig {
 /// Memory: the workspace (workspace_size) is at most `memory_budget_bytes`; it holds
 /// chunk_rows × V fp32 logits; for fp16/bf16 inputs fp32 copies of the chunk's hidden rows and
 /// of `weight` (V × H); the fp32 grad_weight accumulator (V × H) for fp16/bf16 or accumulate;
-/// V doubles for grad_bias. A budget that does not fit that plus one row is InvalidArgument.
+/// V doubles for grad_bias. On the CPU path the budget also covers what the call allocates
+/// besides the workspace (LinearCrossEntropyPlan::internal_bytes: the in-place cross_entropy's
+/// scratch for a fixed 8 workers, independent of the machine, so the chunk size and the results
+/// never depend on the thread count). A budget that does not fit that plus one row is
+/// InvalidArgument.
 /// No [N, V] buffer is ever formed.
 struct LinearCrossEntropyProblem {
   DType dtype = DType::Float32;     ///< hidden, weight, bias and the three gradients
@@ -198,7 +202,11 @@ struct LinearCrossEntropyOutputs {
 /// How a call is cut up (linear_cross_entropy_plan).
 struct LinearCrossEntropyPlan {
   std::int64_t chunk_rows = 0;        ///< rows per chunk (the last chunk may be shorter)
-  std::size_t workspace_bytes = 0;    ///< = workspace_size(); <= memory_budget_bytes
+  std::size_t workspace_bytes = 0;    ///< = workspace_size()
+  /// CPU path: the most host memory the call allocates besides the workspace (the row-wise
+  /// cross_entropy's scratch, reserved for a fixed number of workers); 0 on the CUDA path.
+  /// workspace_bytes + internal_bytes <= memory_budget_bytes.
+  std::size_t internal_bytes = 0;
 };
 
 /// The chunking and workspace of a call (validates it like compute()).
