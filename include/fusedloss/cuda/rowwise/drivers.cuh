@@ -285,6 +285,12 @@ __device__ __forceinline__ void stream_row(const RowArgs& a, const typename P::C
     if constexpr (P::kSumW) s.w = s1[NM];
   }
   const typename P::Row r = P::row(a, k, row, hd, R, s);
+  // finish() runs after pass 2 on the leader only: with one row per block its copy of the row
+  // constants waits in shared memory, not in every thread's registers across the loop (at the
+  // 64 registers of the 16-bit soft-target kernels they spilled to local memory).
+  constexpr bool kStashRow = std::is_same<G, Group<kBlock>>::value;
+  FUSEDLOSS_SHARED(typename P::Row, leader_row);
+  if (kStashRow && g.leader()) leader_row = r;
 
   // 3. pass 2 (when needed): the gradient, and the sums that need the statistics
   const bool write = v.gal != nullptr && !P::zero_grad(r);
@@ -304,11 +310,12 @@ __device__ __forceinline__ void stream_row(const RowArgs& a, const typename P::C
         const long long vi = v0 + static_cast<long long>(u) * g.T;
         if (vi < v.nvec) {
           const long long c0 = vi * VEC - v.h;
+          const ColRange cols = col_range<VEC>(c0, C);
           float gv[VEC];
 #pragma unroll
           for (int e = 0; e < VEC; ++e) {
             const long long c = c0 + e;
-            const bool in = c >= 0 && c < C;
+            const bool in = cols.has(e);
             const float x = P::kInput ? IO::get(rx[NX - 1 < u ? 0 : u], e) : 0.f;
             const float t = P::kTarget ? IO::get(rt[NT - 1 < u ? 0 : u], e) : 0.f;
             const float w = P::kWeight ? P::weight(t, c, in, a.w, a) : 0.f;
@@ -332,7 +339,7 @@ __device__ __forceinline__ void stream_row(const RowArgs& a, const typename P::C
   }
   // In place, the zeros must not be read back as input: each thread zeroes the columns it read.
   if (v.gal != nullptr && !write) zero_row_stream<S, VEC>(g, v.gal, v.h, v.nvec, C);
-  if (g.leader()) P::finish(a, k, r, s, row);
+  if (g.leader()) P::finish(a, k, kStashRow ? static_cast<const typename P::Row&>(leader_row) : r, s, row);
   if constexpr (P::kPatch) {
     if (write && ((hd.y + v.h) / VEC) % g.T == g.tid) v.gal[v.h + hd.y] = from_f32<S>(P::patch(r, a));
   }

@@ -183,6 +183,7 @@ struct SoftCe : PolicyBase {
   };
   struct Row {
     float lse_rel, lse, A, F;
+    float sw;  ///< Swt (finish() reads it from the Row, which the streaming driver keeps in shared memory)
   };
   __device__ __forceinline__ static Call setup(const RowArgs& a) { return {a.factor}; }
   __device__ __forceinline__ static float logit(float raw, bool in, const RowArgs& a) { return capped_logit<SOFTCAP>(raw, in, a); }
@@ -199,6 +200,7 @@ struct SoftCe : PolicyBase {
     r.lse = R[0] + r.lse_rel;
     r.A = over_row_sum((s.w + (a.z_loss > 0.f ? 2.f * a.z_loss * r.lse : 0.f)) * k.F, s.e[0]);
     r.F = k.F;
+    r.sw = s.w;
     return r;
   }
   template <class I>
@@ -209,7 +211,7 @@ struct SoftCe : PolicyBase {
   __device__ __forceinline__ static bool grad_sums(const Row&) { return true; }
   __device__ __forceinline__ static void finish(const RowArgs& a, const Call&, const Row& r, const Sums& s, long long row) {
     if (a.lse != nullptr) a.lse[row] = r.lse;
-    float l = s.w != 0.f ? s.w * r.lse_rel - s.wz : -s.wz;  // a zero coefficient adds 0, even with lse = inf
+    float l = r.sw != 0.f ? r.sw * r.lse_rel - s.wz : -s.wz;  // a zero coefficient adds 0, even with lse = inf
     if (a.z_loss > 0.f) l += a.z_loss * r.lse * r.lse;
     a.row_loss[row] = l;
   }

@@ -522,6 +522,21 @@ __device__ __forceinline__ void zero_row_stream(const G& g, S* gal, int h, long 
   for (long long vi = g.tid; vi < nvec; vi += g.T) IO::store(gal, vi, vi * VEC - h, C, z);
 }
 
+/// The elements e ∈ [0, VEC) of a vector whose first column is c0 (64-bit) that lie inside the
+/// row [0, C): e ∈ [lo, hi). Computed once per vector, so the per-element test is a 32-bit compare
+/// with the unrolled constant e instead of 64-bit column arithmetic (which, in the gradient pass of
+/// the 16-bit soft-target streaming kernels, spilled at 64 registers). Only that pass uses it: in the
+/// sum pass ptxas then picks 64 registers for the weighted soft-target kernels, and spills.
+struct ColRange {
+  int lo, hi;
+  __device__ __forceinline__ bool has(int e) const { return e >= lo && e < hi; }
+};
+template <int VEC>
+__device__ __forceinline__ ColRange col_range(long long c0, long long C) {
+  const long long lo = -c0, hi = C - c0;
+  return {lo <= 0 ? 0 : (lo >= VEC ? VEC : static_cast<int>(lo)), hi <= 0 ? 0 : (hi >= VEC ? VEC : static_cast<int>(hi))};
+}
+
 // ---- online softmax ---------------------------------------------------------------------------
 
 /// Running (max m, Σ 2^{(z − shift_ref(m))·unit}) of one thread (online softmax; unit = log2e, or
