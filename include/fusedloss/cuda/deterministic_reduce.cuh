@@ -1,5 +1,7 @@
 // fusedloss — deterministic two-level reduction: per-block partials in a workspace, then one
-// fixed-order combine. Header-only, CUDA-only; shared by the elementwise and row-wise kernels.
+// fixed-order combine. Header-only, CUDA-only; used by the elementwise kernels. (The row-wise
+// label and loss passes, rowwise/reductions.cuh, follow the same fixed-order-in-double rule with
+// their own workspace layout; folding them into this module is still to do.)
 //
 // Why not CUB's DeviceReduce or float atomics: the loss must be bitwise identical run to run
 // AND independent of the grid the producer happened to be launched with (SM count, occupancy).
