@@ -254,7 +254,7 @@ constexpr std::int64_t kSplitColumns = 16384;
 
 /// Columns per segment: at least 8192, at most 16 segments per row, a multiple of 64.
 inline std::int64_t split_segment(std::int64_t C) {
-  const std::int64_t sixteenth = (C + 15) / 16;
+  const std::int64_t sixteenth = C / 16 + (C % 16 != 0);  // ⌈C/16⌉ without overflow at C near 2^63
   const std::int64_t seg = sixteenth > 8192 ? sixteenth : 8192;
   return (seg + 63) / 64 * 64;
 }

@@ -74,4 +74,29 @@ TEST(CpuRowwiseSplit, OptionsMatchTheOracle) {
   }
 }
 
+// An empty batch with a width near 2^63 is a valid call that reads nothing; choosing the segment
+// width must not overflow on it (found by fuzz_validate: ⌈C/16⌉ was computed as (C + 15) / 16).
+TEST(CpuRowwiseSplit, EmptyBatchOfHugeRowsIsFine) {
+  for (std::int64_t C : {std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::max() - 15,
+                         std::int64_t{1} << 62}) {
+    SCOPED_TRACE(C);
+    const float x = 0.0f;
+    const std::int64_t label = 0;
+    float loss = -1.0f;
+    fl::RowwiseProblem p;
+    p.loss = Loss::CrossEntropy;
+    p.rows = 0;
+    p.classes = C;
+    p.input = &x;
+    p.labels = &label;
+    p.reduction = Reduction::Sum;
+    fl::LossOutputs out;
+    out.loss = &loss;
+    fl::ExecutionConfig cfg;
+    cfg.backend = fl::Backend::CPU;
+    ASSERT_EQ(fl::compute(p, out, cfg), Status::Success);
+    EXPECT_EQ(loss, 0.0f);
+  }
+}
+
 }  // namespace
