@@ -8,6 +8,7 @@
 #include <nanobind/stl/string.h>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -242,6 +243,30 @@ std::size_t rowwise(int loss_id, const Array& input, const OptArray& labels, con
   return run(p, out, input, cpu_threads, stream, workspace, loss);
 }
 
+/// A memory budget that cannot hold one row is the one invalid argument the caller cannot spot from
+/// the shapes alone, so it gets its own message naming the smallest budget the plan accepts (found
+/// by bisection: a plan call is cheap and allocates nothing, and acceptance grows with the budget).
+void require_budget_fits_a_row(const fusedloss::LinearCrossEntropyProblem& p,
+                               const fusedloss::LinearCrossEntropyOutputs& out, const Array& hidden, const Who& who) {
+  fusedloss::ExecutionConfig cfg;
+  cfg.backend = hidden.device_type() == nb::device::cpu::value ? fusedloss::Backend::CPU : fusedloss::Backend::CUDA;
+  fusedloss::LinearCrossEntropyProblem q = p;
+  fusedloss::LinearCrossEntropyPlan plan;
+  const auto accepts = [&](std::size_t budget) {
+    q.memory_budget_bytes = budget;
+    return fusedloss::linear_cross_entropy_plan(q, out, cfg, &plan) == fusedloss::Status::Success;
+  };
+  if (accepts(p.memory_budget_bytes) || !accepts(std::numeric_limits<std::size_t>::max())) return;
+  std::size_t lo = p.memory_budget_bytes, hi = std::numeric_limits<std::size_t>::max();  // lo refused, hi accepted
+  while (hi - lo > 1) {
+    const std::size_t mid = lo + (hi - lo) / 2;
+    (accepts(mid) ? hi : lo) = mid;
+  }
+  require(false, who,
+          "memory_budget of " + std::to_string(p.memory_budget_bytes) +
+              " bytes cannot hold one row; this call needs at least " + std::to_string(hi) + " bytes");
+}
+
 /// hidden [N, H] (row stride >= H) · weight[V, H]ᵀ + bias → sparse cross_entropy, in chunks within
 /// `memory_budget` bytes of workspace; every output but loss and error_count optional.
 std::size_t linear_cross_entropy(const Array& hidden, const Array& weight, const OptArray& bias, const Array& labels,
@@ -318,6 +343,7 @@ std::size_t linear_cross_entropy(const Array& hidden, const Array& weight, const
     out.grad_bias = grad_bias->data();
   }
   out.error_count = error_count_ptr(error_count, who);
+  require_budget_fits_a_row(p, out, hidden, who);
   return run(p, out, hidden, cpu_threads, stream, workspace, who);
 }
 

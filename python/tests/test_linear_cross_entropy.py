@@ -131,6 +131,20 @@ def test_budget_does_not_change_the_result_and_is_reproducible():
         assert_close(c, a, torch.float32)
 
 
+def test_too_small_budget_names_the_minimum_and_the_minimum_works():
+    hidden, weight, bias, target = problem()
+    with pytest.raises(ValueError, match="cannot hold one row") as info:
+        FL.linear_cross_entropy(hidden, weight, target, bias, memory_budget=1024)
+    minimum = int(re.search(r"needs at least (\d+) bytes", str(info.value)).group(1))
+    with pytest.raises(ValueError, match=f"needs at least {minimum} bytes"):
+        FL.linear_cross_entropy(hidden, weight, target, bias, memory_budget=minimum - 1)
+    at_minimum = torch.autograd.grad(FL.linear_cross_entropy(hidden, weight, target, bias, memory_budget=minimum),
+                                     [hidden, weight, bias])
+    roomy = torch.autograd.grad(FL.linear_cross_entropy(hidden, weight, target, bias), [hidden, weight, bias])
+    for a, b in zip(at_minimum, roomy):
+        assert_close(a, b, torch.float32)
+
+
 def test_module_and_gradient_accumulation_over_steps():
     hidden, weight, bias, target = problem()
     module = FL.LinearCrossEntropyLoss(label_smoothing=0.1, z_loss=1e-3)
@@ -203,7 +217,8 @@ h, w, b, y = torch.randn(4, 8), torch.randn(10, 8), torch.randn(10), torch.tenso
     (lambda: FL.linear_cross_entropy(h, w, y, label_smoothing=1.5), ValueError,
      "fusedloss linear_cross_entropy: invalid argument"),
     (lambda: FL.linear_cross_entropy(h, w, y, reduction="batchmean"), ValueError, "invalid argument"),
-    (lambda: FL.linear_cross_entropy(h, w, y, memory_budget=16), ValueError, "invalid argument"),
+    (lambda: FL.linear_cross_entropy(h, w, y, memory_budget=16), ValueError,
+     "memory_budget of 16 bytes cannot hold one row; this call needs at least"),
     (lambda: FL.LinearCrossEntropyLoss(smoothing=0.1), TypeError, "smoothing"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_invalid_call_raises(call, error, text):
