@@ -304,8 +304,9 @@ inline bool float_softmax_rows(const RowwiseProblem& p) {
 /// float lanes (ExpDifferenceF32), widened into two double accumulators, then the last partial
 /// vector in double — a fixed order. When e is not null it receives each whole vector's
 /// exponentials, −1 in a deep lane (the gradient redoes those in double). NaN entries make the sum
-/// NaN and set *nan.
-inline double sum_exp_float_lanes(const std::uint16_t* x, std::int64_t len, double m, float* e, bool* nan) {
+/// NaN and, with kNanFlag, set *nan (the one-row pass needs only the sum).
+template <bool kNanFlag>
+double sum_exp_float_lanes(const std::uint16_t* x, std::int64_t len, double m, float* e, bool* nan) {
   using IO = Io<DType::BFloat16>;
   const DF32 df;
   const DD d;
@@ -318,7 +319,7 @@ inline double sum_exp_float_lanes(const std::uint16_t* x, std::int64_t len, doub
     const VF32 z = LoadBF16AsF32(df, x + c);
     MF32 deep;
     const VF32 ev = ExpDifferenceF32(df, z, mv, deep);
-    nan_seen = hn::Or(nan_seen, hn::IsNaN(z));
+    if (kNanFlag) nan_seen = hn::Or(nan_seen, hn::IsNaN(z));
     if (e != nullptr) hn::StoreU(hn::IfThenElse(deep, hn::Set(df, -1.0f), ev), df, e + c);
     AddWidened(df, ev, lo, hi);
   }
@@ -329,7 +330,7 @@ inline double sum_exp_float_lanes(const std::uint16_t* x, std::int64_t len, doub
     saw_nan = saw_nan || std::isnan(z);
     s += std::exp(z - m);
   }
-  if (nan != nullptr) *nan = saw_nan;
+  if (kNanFlag) *nan = saw_nan;
   return s;
 }
 
@@ -416,7 +417,7 @@ Status cross_entropy_sparse_split(const RowwiseProblem& p, const LossOutputs& ou
       st.max = row_max(InputRow<IO>{xr}, len);
       if constexpr (kFloatSoftmaxDtype<IO>) {
         if (float_rows && std::isfinite(st.max)) {
-          st.sum_e = sum_exp_float_lanes(xr, len, st.max, nullptr, &st.nan);
+          st.sum_e = sum_exp_float_lanes<true>(xr, len, st.max, nullptr, &st.nan);
           return;
         }
       }
@@ -548,7 +549,7 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
     const S* xr = x + n * stride;
     double loss = 0.0;
     if constexpr (kFloatSoftmaxDtype<IO>) {
-      const double sum_e = sum_exp_float_lanes(xr, C, m, ef, nullptr);  // a NaN entry: NaN
+      const double sum_e = sum_exp_float_lanes<false>(xr, C, m, ef, nullptr);  // a NaN entry: NaN
       const double lse = m + std::log(sum_e);
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
       const std::int64_t y = load_label(p.labels, p.label_dtype, n);
