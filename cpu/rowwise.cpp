@@ -544,59 +544,30 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
   const double factor = scale.factor;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
   const bool float_rows = kFloatSoftmaxDtype<IO> && float_softmax_rows(p);
-  // A bfloat16 row with a finite maximum m on float lanes (see "the softmax on float lanes").
-  [[maybe_unused]] const auto float_softmax_row = [&](std::int64_t n, double m, float* ef) -> double {
-    const S* xr = x + n * stride;
-    double loss = 0.0;
-    if constexpr (kFloatSoftmaxDtype<IO>) {
-      const double sum_e = sum_exp_float_lanes<false>(xr, C, m, ef, nullptr);  // a NaN entry: NaN
-      const double lse = m + std::log(sum_e);
-      if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
-      const std::int64_t y = load_label(p.labels, p.label_dtype, n);
-      const bool ignored = y == ignore;
-      const bool valid = !ignored && y >= 0 && y < C;
-      loss = ignored ? 0.0 : kNaN;  // bad label: NaN (counted by label_stats)
-      const double w_y = valid ? class_weight_at(cw, y) : 0.0;
-      const double z_y = valid ? IO::load(xr, y) : 0.0;
-      if (valid) loss = sparse_ce_row_loss(lse, z_y, w_y, W, 0.0, eps, inv_c, zl);
-      if (loss_none != nullptr) loss_none[n] = static_cast<float>(loss);
-      if (grad != nullptr) {
-        S* gr = grad + n * stride;
-        if (!valid || zero_grad || sparse_ce_grad_is_zero(w_y, eps, zl)) {
-          store_zero_row<IO>(gr, C);
-        } else {
-          const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
-          const DF32 df;
-          grad_segment_float_lanes(xr, gr, C, 0, y, z_y, m, k.a / sum_e, k, factor, cw,
-                                   [&](std::int64_t c, MF32& deep) {
-                                     const VF32 ev = hn::LoadU(df, ef + c);
-                                     deep = hn::Lt(ev, hn::Zero(df));
-                                     return ev;
-                                   });
-        }
-      }
-    }
-    (void)n, (void)m, (void)ef;
-    return loss;
-  };
-
   return reduce_rows(p, out, threads, scale.stats.weight_sum, scale.stats.bad, [&] {
     return [&, z = std::vector<double>(static_cast<std::size_t>(cap > 0.0 ? C : 0)),
             e = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
       // Without softcap the logits are read in place (before any gradient of the row is written).
       const S* xr = x + n * stride;
+      const auto logit = [&](std::int64_t c) { return cap > 0.0 ? z[c] : IO::load(xr, c); };
+      double sum_e = 0.0, lse = 0.0, m = 0.0;
+      bool on_float_lanes = false;  // a bfloat16 row with a finite maximum (see "the softmax on float lanes")
+      float* ef = reinterpret_cast<float*>(e.data());  // its exponentials: C floats fit in C doubles
       if constexpr (kFloatSoftmaxDtype<IO>) {
         if (float_rows) {
-          const double m = row_max(InputRow<IO>{xr}, C);
-          // The float exponentials in e's storage (C floats fit in C doubles; vector loads/stores only).
-          if (std::isfinite(m)) return float_softmax_row(n, m, reinterpret_cast<float*>(e.data()));
+          m = row_max(InputRow<IO>{xr}, C);
+          on_float_lanes = std::isfinite(m);
+          if (on_float_lanes) {
+            sum_e = sum_exp_float_lanes<false>(xr, C, m, ef, nullptr);  // a NaN entry: NaN
+            lse = m + std::log(sum_e);
+          }
         }
       }
-      if (cap > 0.0) load_row<IO>(xr, C, cap, z.data());
-      const auto logit = [&](std::int64_t c) { return cap > 0.0 ? z[c] : IO::load(xr, c); };
-      double sum_e;
-      const double lse = cap > 0.0 ? row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e)
-                                   : row_logsumexp(InputRow<IO>{xr}, C, e.data(), &sum_e);
+      if (!on_float_lanes) {
+        if (cap > 0.0) load_row<IO>(xr, C, cap, z.data());
+        lse = cap > 0.0 ? row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e)
+                        : row_logsumexp(InputRow<IO>{xr}, C, e.data(), &sum_e);
+      }
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
 
       const std::int64_t y = load_label(p.labels, p.label_dtype, n);
@@ -626,6 +597,17 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
           const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
           // p_c·a = e_c·(a / Σe); a +inf logit makes Σe = NaN (inf/inf), so the row is NaN throughout.
           const double a = k.a / sum_e;
+          if constexpr (kFloatSoftmaxDtype<IO>) {
+            if (on_float_lanes) {
+              const DF32 df;
+              grad_segment_float_lanes(xr, gr, C, 0, y, logit(y), m, a, k, factor, cw, [&](std::int64_t c, MF32& deep) {
+                const VF32 ev = hn::LoadU(df, ef + c);
+                deep = hn::Lt(ev, hn::Zero(df));
+                return ev;
+              });
+              return ignored ? 0.0 : loss;
+            }
+          }
           auto grad_at = [&](std::int64_t c) {
             double g = e[c] * a;
             if (c == y) g -= k.b;
