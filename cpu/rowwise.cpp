@@ -2,9 +2,11 @@
 // or soft targets), nll, kl_div, kl_div_logits.
 //
 // Work is cut into chunks of a fixed number of rows (a function of C only); each row is computed
-// in double by one thread, and the per-chunk partial sums are combined in chunk order, so the
-// result does not depend on the thread count. A row's inputs are copied to per-thread double
-// scratch before its gradient row is written, which makes grad == input (in place) safe.
+// in double by one thread (bfloat16 cross_entropy without smoothing, z-loss or softcap takes its
+// exponentials on float lanes, sums still in double: see "the softmax on float lanes"), and the
+// per-chunk partial sums are combined in chunk order, so the result does not depend on the thread
+// count. Each logit is read before the gradient over it is written (copied to per-thread double
+// scratch where the loss needs it again), which makes grad == input (in place) safe.
 // The mean divisor of cross_entropy / nll (Σ w[y_n] over valid, non-ignored rows) and the count
 // of bad labels come from a cheap sequential pass over the labels before any gradient is written.
 #undef HWY_TARGET_INCLUDE
@@ -276,17 +278,18 @@ void grad_segment_double(const typename IO::storage* xr, typename IO::storage* g
 // e_c = e^{z_c − m} are evaluated on float lanes (twice as many per vector as double) and widened
 // to double for every sum. Why that keeps the documented bound (ε = 2^−22, the relative error of
 // ExpDifferenceF32; m = the row maximum, so the largest term is exactly e^0 = 1 and S = Σe ≥ 1):
-//   1. S: each term off by ≤ ε of itself, the sum in double: S − 1 is off by ≤ ε·(S − 1) (+ the
-//      double sum's rounding); log S = log1p(S − 1) is then off by ≤ ε·(S − 1)/S < ε of log S's
-//      own size... relative to the loss (m − z_y) + log S, both terms ≥ 0: no cancellation, the loss
-//      is within ~ε relative (the tests hold rtol 1e-6 = 2^−19.9).
-//   2. gradient c ≠ y: g_c = e_c·(w_y/S)·factor — a product, relative error ≤ ε + 2^−24 (S) + 2·2^−24
-//      (a·factor rounded to float, the float product) < 2^−21; one rounding to bfloat16 (2^−8 relative
-//      ulp) then lands within 1 ulp: the correctly rounded value unless the exact one lies within 2^−21
-//      relative of a rounding boundary (~1 value in 2^13).
-//   3. gradient c = y: (e_y/S − 1)·w_y·factor is redone in double. If y holds the maximum, e_y = 1
-//      exactly and 1/S − 1 = −(S − 1)/S carries S − 1's relative error ε; otherwise p_y ≤ p_max, so
-//      1 − p_y ≥ 1/2 and the error of e_y/S (≤ ε·p_y) is ≤ 2ε relative. No cancellation either way.
+//   1. S: each term off by ≤ ε of itself, the sum in double, so S − 1 is off by ≤ ε·(S − 1) (+ the
+//      double sum's rounding) and log S by ≤ ε·(S − 1)/S ≤ ε·log S (log S ≥ 1 − 1/S). The loss
+//      w_y·((m − z_y) + log S) adds two terms ≥ 0: no cancellation, it is within ~ε relative (the
+//      tests hold rtol 1e-6 = 2^−19.9), and so is lse = m + log S.
+//   2. gradient c ≠ y: g_c = e_c·(w_y/S·factor), a product: relative error ≤ ε (e_c) + ε (S) + 2·2^−24
+//      (w_y/S·factor rounded to float, the float product) < 2^−20.4; one rounding to bfloat16 (an ulp
+//      is 2^−8..2^−7 relative) then lands within 1 ulp: the correctly rounded value unless the exact
+//      one lies within 2^−20.4 relative of a rounding boundary (by estimate < 1 value in 2^11).
+//   3. gradient c = y: w_y·(e_y/S − 1)·factor, computed in double with e_y = e^{z_y − m} in double.
+//      If y holds the maximum, e_y = 1 exactly and 1/S − 1 = −(S − 1)/S carries S − 1's relative
+//      error ε; otherwise p_y ≤ p_max = 1/S, so p_y ≤ 1/2, 1 − p_y ≥ 1/2 and p_y's error (≤ ε·p_y)
+//      is ≤ ε of the result. No cancellation either way.
 //   Label smoothing (g_c = p_c·a − ε_s·w_c/C) and z-loss (a = b + 2·s·lse, and lse itself) can cancel,
 //   where ε would be amplified without bound: those rows, softcap rows and float32 rows (whose 1-ulp
 //   bound needs e to ≲ 2^−25) keep the double exponential.
