@@ -26,7 +26,9 @@
 //     2·(log1p x − log1p y)/(1 + x), T = F · max weight (each term 2·log1p(u)/(1 + x) is below 1
 //     where the two are close); F = grad_scale / the mean's divisor. The others: T = 0.
 //   gradient, fp16/bf16: within 1 unit in the last place of the dtype of the CPU result (which is
-//     the correctly rounded double result), or within the fp32 bound above (for values so small
+//     the correctly rounded double result — for bf16 cross_entropy without smoothing or z-loss,
+//     whose exponentials run on float lanes, one of the two bf16 values around the exact one, as a
+//     GPU's fp32 result is: README, Accuracy), or within the fp32 bound above (for values so small
 //     that the fp32 computation's absolute error exceeds their ulp).
 //   linear_cross_entropy's grad_hidden = G·W, grad_weight = Gᵀ·h, grad_bias = Σ_n G (G = ∂loss/∂z, both
 //     paths fp32 GEMMs of K = V, N, N terms): the same rule with T = the GEMM bound of the two paths over

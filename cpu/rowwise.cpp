@@ -2,9 +2,11 @@
 // or soft targets), nll, kl_div, kl_div_logits.
 //
 // Work is cut into chunks of a fixed number of rows (a function of C only); each row is computed
-// in double by one thread, and the per-chunk partial sums are combined in chunk order, so the
-// result does not depend on the thread count. A row's inputs are copied to per-thread double
-// scratch before its gradient row is written, which makes grad == input (in place) safe.
+// in double by one thread (bfloat16 cross_entropy without smoothing, z-loss or softcap takes its
+// exponentials on float lanes, sums still in double: see "the softmax on float lanes"), and the
+// per-chunk partial sums are combined in chunk order, so the result does not depend on the thread
+// count. Each logit is read before the gradient over it is written (copied to per-thread double
+// scratch where the loss needs it again), which makes grad == input (in place) safe.
 // The mean divisor of cross_entropy / nll (Σ w[y_n] over valid, non-ignored rows) and the count
 // of bad labels come from a cheap sequential pass over the labels before any gradient is written.
 #undef HWY_TARGET_INCLUDE
@@ -242,6 +244,131 @@ double kl_divisor(const RowwiseProblem& p) {
   return 1.0;
 }
 
+// ---- cross_entropy, sparse labels: the gradient of a row segment --------------------------------
+/// Sparse cross_entropy's gradient at column c (scalar, double): (e_c·a − [c = y]·b − e·w_c)·factor.
+inline double sparse_grad_at(double e_c, std::int64_t c, std::int64_t y, double a, const SparseCeGradCoeffs<double>& k,
+                             double factor, const float* cw) {
+  double g = e_c * a;
+  if (c == y) g -= k.b;
+  if (k.e > 0.0) g -= k.e * class_weight_at(cw, c);
+  return g * factor;
+}
+
+/// gr[0..len) = the gradient of columns c0..c0+len of a row (no softcap) whose maximum is M, the
+/// exponentials recomputed in double from xr (each vector is read before it is written: gr may
+/// alias xr). z_y is the target logit, read by the caller before any gradient of the row is written.
+template <class IO>
+void grad_segment_double(const typename IO::storage* xr, typename IO::storage* gr, std::int64_t len, std::int64_t c0,
+                         std::int64_t y, double z_y, double M, double a, const SparseCeGradCoeffs<double>& k,
+                         double factor, const float* cw) {
+  std::int64_t c = store_grad_row<IO>(gr, len, nullptr, 0.0, factor, [&](DD dd, std::int64_t cc) {
+    VD g = hn::Mul(ExpNonPositive(dd, hn::Sub(VecIo<IO>::Load(dd, xr + cc), hn::Set(dd, M))), hn::Set(dd, a));
+    if (k.e > 0.0) {
+      const VD wc = cw != nullptr ? hn::PromoteTo(dd, hn::LoadU(DF(), cw + c0 + cc)) : hn::Set(dd, 1.0);
+      g = hn::Sub(g, hn::Mul(hn::Set(dd, k.e), wc));
+    }
+    return g;
+  });
+  for (; c < len; ++c) IO::store(gr, c, sparse_grad_at(std::exp(IO::load(xr, c) - M), c0 + c, y, a, k, factor, cw));
+  if (y >= c0 && y < c0 + len) IO::store(gr, y - c0, sparse_grad_at(std::exp(z_y - M), y, y, a, k, factor, cw));
+}
+
+// ---- cross_entropy, bfloat16 logits: the softmax on float lanes ----------------------------------
+// Without label smoothing, z-loss and softcap (the common case) a bfloat16 row's exponentials
+// e_c = e^{z_c − m} are evaluated on float lanes (twice as many per vector as double) and widened
+// to double for every sum. Why that keeps the documented bound (ε = 2^−22, the relative error of
+// ExpDifferenceF32; m = the row maximum, so the largest term is exactly e^0 = 1 and S = Σe ≥ 1):
+//   1. S: each term off by ≤ ε of itself, the sum in double, so S − 1 is off by ≤ ε·(S − 1) (+ the
+//      double sum's rounding) and log S by ≤ ε·(S − 1)/S ≤ ε·log S (log S ≥ 1 − 1/S). The loss
+//      w_y·((m − z_y) + log S) adds two terms ≥ 0: no cancellation, it is within ~ε relative (the
+//      tests hold rtol 1e-6 = 2^−19.9), and so is lse = m + log S.
+//   2. gradient c ≠ y: g_c = e_c·(w_y/S·factor), a product: relative error ≤ ε (e_c) + ε (S) + 2·2^−24
+//      (w_y/S·factor rounded to float, the float product) < 2^−20.4; one rounding to bfloat16 (an ulp
+//      is 2^−8..2^−7 relative) then lands within 1 ulp: the correctly rounded value unless the exact
+//      one lies within 2^−20.4 relative of a rounding boundary (by estimate < 1 value in 2^11).
+//   3. gradient c = y: w_y·(e_y/S − 1)·factor, computed in double with e_y = e^{z_y − m} in double.
+//      If y holds the maximum, e_y = 1 exactly and 1/S − 1 = −(S − 1)/S carries S − 1's relative
+//      error ε; otherwise p_y ≤ p_max = 1/S, so p_y ≤ 1/2, 1 − p_y ≥ 1/2 and p_y's error (≤ ε·p_y)
+//      is ≤ ε of the result. No cancellation either way.
+//   Label smoothing (g_c = p_c·a − ε_s·w_c/C) and z-loss (a = b + 2·s·lse, and lse itself) can cancel,
+//   where ε would be amplified without bound: those rows, softcap rows and float32 rows (whose 1-ulp
+//   bound needs e to ≲ 2^−25) keep the double exponential.
+//   Lanes too small for float's normal range (z − m < −86.5) and the last partial vector are done in
+//   double; a·factor outside [2^−100, 2^100] (or NaN) sends the whole row to the double path.
+template <class IO>
+constexpr bool kFloatSoftmaxDtype = std::is_same<IO, Io<DType::BFloat16>>::value;
+
+/// This problem's rows take the float-lane softmax (for a bfloat16 dtype).
+inline bool float_softmax_rows(const RowwiseProblem& p) {
+  return !(p.params.label_smoothing > 0.0) && !(p.params.z_loss > 0.0) && !(p.params.softcap > 0.0);
+}
+
+/// Σ_c e^{z_c − m} in double over a bfloat16 row segment with a finite maximum m: whole vectors on
+/// float lanes (ExpDifferenceF32), widened into two double accumulators, then the last partial
+/// vector in double — a fixed order. When e is not null it receives each whole vector's
+/// exponentials, −1 in a deep lane (the gradient redoes those in double). NaN entries make the sum
+/// NaN and, with kNanFlag, set *nan (the one-row pass needs only the sum).
+template <bool kNanFlag>
+double sum_exp_float_lanes(const std::uint16_t* x, std::int64_t len, double m, float* e, bool* nan) {
+  using IO = Io<DType::BFloat16>;
+  const DF32 df;
+  const DD d;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(df));
+  const VF32 mv = hn::Set(df, static_cast<float>(m));  // a bfloat16 value: exact
+  VD lo = hn::Zero(d), hi = hn::Zero(d);
+  MF32 nan_seen = hn::FirstN(df, 0);
+  std::int64_t c = 0;
+  for (; c + lanes <= len; c += lanes) {
+    const VF32 z = LoadBF16AsF32(df, x + c);
+    MF32 deep;
+    const VF32 ev = ExpDifferenceF32(df, z, mv, deep);
+    if (kNanFlag) nan_seen = hn::Or(nan_seen, hn::IsNaN(z));
+    if (e != nullptr) hn::StoreU(hn::IfThenElse(deep, hn::Set(df, -1.0f), ev), df, e + c);
+    AddWidened(df, ev, lo, hi);
+  }
+  double s = SumLanes(d, hn::Add(lo, hi));
+  bool saw_nan = !hn::AllFalse(df, nan_seen);
+  for (; c < len; ++c) {
+    const double z = IO::load(x, c);
+    saw_nan = saw_nan || std::isnan(z);
+    s += std::exp(z - m);
+  }
+  if (kNanFlag) *nan = saw_nan;
+  return s;
+}
+
+/// gr[0..len) = the gradient of columns c0..c0+len of a bfloat16 row without smoothing or z-loss
+/// (maximum M, a = w_y/S): e_c·(a·factor) on float lanes, rounded once to bfloat16, with
+/// e = exp_v(c, deep) for each whole vector. Vectors with a deep lane, the last partial vector and
+/// the target column are done in double (grad_segment_double), as is everything when a·factor is
+/// outside [2^−100, 2^100] (float would lose it). gr may alias xr (each vector is read first).
+template <class ExpV>
+void grad_segment_float_lanes(const std::uint16_t* xr, std::uint16_t* gr, std::int64_t len, std::int64_t c0,
+                              std::int64_t y, double z_y, double M, double a, const SparseCeGradCoeffs<double>& k,
+                              double factor, const float* cw, const ExpV& exp_v) {
+  using IO = Io<DType::BFloat16>;
+  const double af = a * factor;
+  if (!(std::fabs(af) >= 0x1p-100 && std::fabs(af) <= 0x1p100)) {
+    grad_segment_double<IO>(xr, gr, len, c0, y, z_y, M, a, k, factor, cw);
+    return;
+  }
+  const DF32 df;
+  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(df));
+  const VF32 afv = hn::Set(df, static_cast<float>(af));
+  std::int64_t c = 0;
+  for (; c + lanes <= len; c += lanes) {
+    MF32 deep;
+    const VF32 ev = exp_v(c, deep);
+    if (hn::AllFalse(df, deep)) {
+      StoreF32AsBF16(df, hn::Mul(ev, afv), gr + c);
+    } else {
+      grad_segment_double<IO>(xr + c, gr + c, lanes, c0 + c, y, z_y, M, a, k, factor, cw);
+    }
+  }
+  if (c < len) grad_segment_double<IO>(xr + c, gr + c, len - c, c0 + c, y, z_y, M, a, k, factor, cw);
+  if (y >= c0 && y < c0 + len) IO::store(gr, y - c0, sparse_grad_at(std::exp(z_y - M), y, y, a, k, factor, cw));
+}
+
 // ---- cross_entropy, sparse labels, rows split across threads ------------------------------------
 // Few long rows (N < kSplitRows, C ≥ kSplitColumns, no softcap) would leave threads idle with one
 // row per task, so each row is cut into segments at fixed columns (a function of C only):
@@ -281,6 +408,7 @@ Status cross_entropy_sparse_split(const RowwiseProblem& p, const LossOutputs& ou
   const double inv_c = 1.0 / static_cast<double>(C);
   const DD d;
   const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const bool float_rows = kFloatSoftmaxDtype<IO> && float_softmax_rows(p);
 
   // 1. Segment statistics.
   std::vector<SegmentStats> stats(static_cast<std::size_t>(N * segs));
@@ -290,6 +418,12 @@ Status cross_entropy_sparse_split(const RowwiseProblem& p, const LossOutputs& ou
       const S* xr = x + n * stride + c0;
       SegmentStats& st = stats[static_cast<std::size_t>(task)];
       st.max = row_max(InputRow<IO>{xr}, len);
+      if constexpr (kFloatSoftmaxDtype<IO>) {
+        if (float_rows && std::isfinite(st.max)) {
+          st.sum_e = sum_exp_float_lanes<true>(xr, len, st.max, nullptr, &st.nan);
+          return;
+        }
+      }
       const VD mb = hn::Set(d, st.max);
       VD sv = hn::Zero(d);
       MD nan = hn::FirstN(d, 0);
@@ -372,22 +506,17 @@ Status cross_entropy_sparse_split(const RowwiseProblem& p, const LossOutputs& ou
         const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse[static_cast<std::size_t>(n)]);
         const double a = k.a / sum_e[static_cast<std::size_t>(n)];
         const double z_y = y >= c0 && y < c0 + len ? IO::load(xr, y - c0) : 0.0;
-        const auto grad_at = [&](double e_c, std::int64_t c) {
-          double g = e_c * a;
-          if (c == y) g -= k.b;
-          if (k.e > 0.0) g -= k.e * class_weight_at(cw, c);
-          return g * scale.factor;
-        };
-        std::int64_t c = store_grad_row<IO>(gr, len, nullptr, 0.0, scale.factor, [&](DD dd, std::int64_t cc) {
-          VD g = hn::Mul(ExpNonPositive(dd, hn::Sub(VecIo<IO>::Load(dd, xr + cc), hn::Set(dd, M))), hn::Set(dd, a));
-          if (k.e > 0.0) {
-            const VD wc = cw != nullptr ? hn::PromoteTo(dd, hn::LoadU(DF(), cw + c0 + cc)) : hn::Set(dd, 1.0);
-            g = hn::Sub(g, hn::Mul(hn::Set(dd, k.e), wc));
+        if constexpr (kFloatSoftmaxDtype<IO>) {
+          if (float_rows) {
+            const DF32 df;
+            const VF32 mv = hn::Set(df, static_cast<float>(M));  // M is finite here (else a·factor is NaN)
+            grad_segment_float_lanes(xr, gr, len, c0, y, z_y, M, a, k, scale.factor, cw, [&](std::int64_t cc, MF32& deep) {
+              return ExpDifferenceF32(df, LoadBF16AsF32(df, xr + cc), mv, deep);
+            });
+            return;
           }
-          return g;
-        });
-        for (; c < len; ++c) IO::store(gr, c, grad_at(std::exp(IO::load(xr, c) - M), c0 + c));
-        if (y >= c0 && y < c0 + len) IO::store(gr, y - c0, grad_at(std::exp(z_y - M), y));
+        }
+        grad_segment_double<IO>(xr, gr, len, c0, y, z_y, M, a, k, scale.factor, cw);
       };
     });
     if (!ok3) return Status::OutOfMemory;
@@ -417,17 +546,31 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
   const bool zero_grad = scale.zero_grad;
   const double factor = scale.factor;
   float* loss_none = p.reduction == Reduction::None ? out.loss : nullptr;
-
+  const bool float_rows = kFloatSoftmaxDtype<IO> && float_softmax_rows(p);
   return reduce_rows(p, out, threads, scale.stats.weight_sum, scale.stats.bad, [&] {
     return [&, z = std::vector<double>(static_cast<std::size_t>(cap > 0.0 ? C : 0)),
             e = std::vector<double>(static_cast<std::size_t>(C))](std::int64_t n) mutable -> double {
       // Without softcap the logits are read in place (before any gradient of the row is written).
       const S* xr = x + n * stride;
-      if (cap > 0.0) load_row<IO>(xr, C, cap, z.data());
       const auto logit = [&](std::int64_t c) { return cap > 0.0 ? z[c] : IO::load(xr, c); };
-      double sum_e;
-      const double lse = cap > 0.0 ? row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e)
-                                   : row_logsumexp(InputRow<IO>{xr}, C, e.data(), &sum_e);
+      double sum_e = 0.0, lse = 0.0, m = 0.0;
+      bool on_float_lanes = false;  // a bfloat16 row with a finite maximum (see "the softmax on float lanes")
+      float* ef = reinterpret_cast<float*>(e.data());  // its exponentials: C floats fit in C doubles
+      if constexpr (kFloatSoftmaxDtype<IO>) {
+        if (float_rows) {
+          m = row_max(InputRow<IO>{xr}, C);
+          on_float_lanes = std::isfinite(m);
+          if (on_float_lanes) {
+            sum_e = sum_exp_float_lanes<false>(xr, C, m, ef, nullptr);  // a NaN entry: NaN
+            lse = m + std::log(sum_e);
+          }
+        }
+      }
+      if (!on_float_lanes) {
+        if (cap > 0.0) load_row<IO>(xr, C, cap, z.data());
+        lse = cap > 0.0 ? row_logsumexp(ScratchRow{z.data()}, C, e.data(), &sum_e)
+                        : row_logsumexp(InputRow<IO>{xr}, C, e.data(), &sum_e);
+      }
       if (out.lse != nullptr) out.lse[n] = static_cast<float>(lse);
 
       const std::int64_t y = load_label(p.labels, p.label_dtype, n);
@@ -457,6 +600,17 @@ Status cross_entropy_sparse(const RowwiseProblem& p, const LossOutputs& out, int
           const SparseCeGradCoeffs<double> k = sparse_ce_grad_coeffs(w_y, W, eps, inv_c, zl, lse);
           // p_c·a = e_c·(a / Σe); a +inf logit makes Σe = NaN (inf/inf), so the row is NaN throughout.
           const double a = k.a / sum_e;
+          if constexpr (kFloatSoftmaxDtype<IO>) {
+            if (on_float_lanes) {
+              const DF32 df;
+              grad_segment_float_lanes(xr, gr, C, 0, y, logit(y), m, a, k, factor, cw, [&](std::int64_t c, MF32& deep) {
+                const VF32 ev = hn::LoadU(df, ef + c);
+                deep = hn::Lt(ev, hn::Zero(df));
+                return ev;
+              });
+              return ignored ? 0.0 : loss;
+            }
+          }
           auto grad_at = [&](std::int64_t c) {
             double g = e[c] * a;
             if (c == y) g -= k.b;

@@ -263,6 +263,80 @@ struct VecIo<Io<DType::Float16>> {
 #endif
 };
 
+
+// ---- float32 lanes: cross_entropy's softmax for bfloat16 rows ------------------------------------
+// (cpu/rowwise.cpp: e^{z − m} on float lanes, every sum in double; why that keeps a bfloat16
+// gradient within 1 ulp is derived there. DF32 is a full vector: twice DD's lanes, one on HWY_SCALAR.)
+using DF32 = hn::ScalableTag<float>;  // a full vector of floats (twice the lanes of DD)
+using VF32 = hn::Vec<DF32>;
+using MF32 = hn::Mask<DF32>;
+
+/// e^{z − m} on float lanes for z ≤ m, m a finite float (a row maximum): relative error < 2^−22
+/// (tests/cpu/test_simd_math.cpp), for bfloat16 outputs and double sums. z − m is formed exactly as
+/// s + s_lo (TwoSum), so the error does not grow with |z − m| (a rounded s would add up to
+/// 2^−24·|z − m|); s = k·ln 2 + r, |r| ≤ ln 2/2 (Cody–Waite: k·ln2_hi is exact, s − k·ln2_hi is
+/// exact), r = that + (s_lo − k·ln2_lo); e^r = 1 + r + r²·Q(r), Q the Taylor polynomial of degree 5
+/// (truncation < 2^−27 on |r| ≤ ln 2/2); 2^k is one exponent-field add. Lanes with z − m < −86.5
+/// (2^k would leave float's normal range) give 0 and are set in `deep`: a caller that needs them
+/// (a gradient) redoes them in double. z = −inf gives 0 (not deep), NaN gives NaN.
+HWY_INLINE VF32 ExpDifferenceF32(DF32 df, VF32 z, VF32 m, MF32& deep) {
+  const hn::RebindToUnsigned<DF32> du;
+  const VF32 neg_m = hn::Neg(m);
+  const VF32 s = hn::Add(z, neg_m);
+  const VF32 bb = hn::Sub(s, z);
+  const VF32 s_lo = hn::Add(hn::Sub(z, hn::Sub(s, bb)), hn::Sub(neg_m, bb));  // z − m = s + s_lo exactly
+  const VF32 magic = hn::Set(df, 12582912.0f);  // 1.5·2^23: adding it rounds to an integer
+  const VF32 t = hn::MulAdd(s, hn::Set(df, 1.44269504088896341f), magic);
+  const VF32 k = hn::Sub(t, magic);
+  const VF32 r_hi = hn::MulAdd(k, hn::Set(df, -6.93145751953125e-1f), s);  // ln2_hi: 15 bits, k·ln2_hi exact
+  const VF32 r = hn::Add(r_hi, hn::MulAdd(k, hn::Set(df, -1.428606765330187045e-6f), s_lo));
+  VF32 q = hn::Set(df, 1.0f / 5040.0f);
+  q = hn::MulAdd(q, r, hn::Set(df, 1.0f / 720.0f));
+  q = hn::MulAdd(q, r, hn::Set(df, 1.0f / 120.0f));
+  q = hn::MulAdd(q, r, hn::Set(df, 1.0f / 24.0f));
+  q = hn::MulAdd(q, r, hn::Set(df, 1.0f / 6.0f));
+  q = hn::MulAdd(q, r, hn::Set(df, 0.5f));
+  const VF32 em1 = hn::MulAdd(hn::Mul(r, r), q, r);  // e^r − 1
+  const VF32 scale = hn::BitCast(df, hn::Add(hn::ShiftLeft<23>(hn::BitCast(du, t)), hn::Set(du, 127u << 23)));
+  const VF32 y = hn::MulAdd(em1, scale, scale);
+  const MF32 below = hn::Lt(s, hn::Set(df, -86.5f));
+  deep = hn::AndNot(hn::Eq(z, hn::Set(df, -std::numeric_limits<float>::infinity())), below);
+  return hn::IfThenZeroElse(below, y);  // NaN z: NaN s, so NaN y
+}
+
+/// 16-bit bfloat16 lanes at p as float lanes (exact).
+HWY_INLINE VF32 LoadBF16AsF32(DF32 df, const std::uint16_t* p) {
+  const hn::RebindToUnsigned<DF32> du;
+  const hn::Rebind<std::uint16_t, DF32> d16;
+  return hn::BitCast(df, hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, p))));
+}
+
+/// Float lanes rounded to bfloat16 (nearest even, overflow to ±inf, NaN a quiet NaN), stored at p.
+HWY_INLINE void StoreF32AsBF16(DF32 /*df*/, VF32 v, std::uint16_t* p) {
+  const hn::RebindToUnsigned<DF32> du;
+  const hn::RebindToSigned<DF32> di;
+  const hn::Rebind<std::uint16_t, DF32> d16;
+  const auto bits = hn::BitCast(du, v);
+  const auto hi = hn::ShiftRight<16>(bits);
+  const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(du, 0x7fffu), hn::And(hi, hn::Set(du, 1u)))));
+  const auto out = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Or(hi, hn::Set(du, 0x40u)), rounded);
+  hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, out)), d16, p);
+}
+
+/// v's float lanes widened to double and added to two double accumulators (lower, upper half; on
+/// HWY_SCALAR, one float lane and one double lane, all to `lo`).
+HWY_INLINE void AddWidened(DF32 df, VF32 v, VD& lo, VD& hi) {
+  const DD d;
+  (void)df;
+#if HWY_TARGET == HWY_SCALAR
+  lo = hn::Add(lo, hn::PromoteTo(d, v));
+  (void)hi;
+#else
+  lo = hn::Add(lo, hn::PromoteTo(d, hn::LowerHalf(hn::Half<DF32>(), v)));
+  hi = hn::Add(hi, hn::PromoteTo(d, hn::UpperHalf(hn::Half<DF32>(), v)));
+#endif
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace cpu
 }  // namespace detail

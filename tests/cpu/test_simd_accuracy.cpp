@@ -226,4 +226,41 @@ TEST(SimdAccuracy, ExponentialLossesMatchTheOracleOnLargeInputs) {
   }
 }
 
+// bfloat16 cross_entropy without smoothing or z-loss takes its exponentials on float lanes
+// (cpu/rowwise.cpp, "the softmax on float lanes"); the lanes it hands back to double — logits more
+// than 86.5 below the row maximum, a·factor outside [2^−100, 2^100] — are held at the same bound:
+// rows spread over [−160, 10] (most lanes deep), the target at the row maximum in some rows, class
+// weights, sum and mean, extreme grad_scale, one-row and split passes. Gradient 1 ulp with no
+// absolute allowance, so a flushed or misrounded tiny gradient fails.
+TEST(SimdAccuracy, Bf16CrossEntropyWithDeepLogitsMatchesTheOracle) {
+  Rng rng(1412);
+  struct Case {
+    std::int64_t N, C;
+    Reduction red;
+    double grad_scale;
+  };
+  for (const Case& k : {Case{37, 4099, Reduction::Sum, 1.0}, Case{37, 4099, Reduction::Mean, 1.0},
+                        Case{37, 4099, Reduction::Sum, 1e33}, Case{37, 4099, Reduction::Mean, 1e-33},
+                        Case{3, 20011, Reduction::Sum, 1.0}, Case{3, 20011, Reduction::None, 1e-33}}) {
+    SCOPED_TRACE(std::to_string(k.N) + "x" + std::to_string(k.C) + " " + red_name(k.red) + " grad_scale " +
+                 std::to_string(k.grad_scale));
+    Instance in = make_instance(rng, Family{Loss::CrossEntropy, false}, DType::BFloat16, k.N, k.C, false, 0, k.red);
+    in.x = round_to(DType::BFloat16, rng.uniform_vec(static_cast<std::size_t>(k.N * k.C), -160, 10));
+    for (std::int64_t n = 0; n < k.N; n += 2) {  // the target holds the row maximum
+      const std::int64_t y = in.labels[static_cast<std::size_t>(n)];
+      in.x[static_cast<std::size_t>(n * k.C + y)] = 12.0;
+    }
+    in.class_weight.resize(static_cast<std::size_t>(k.C));
+    for (float& v : in.class_weight) v = static_cast<float>(rng.uniform(0.2, 3));
+    in.set_grad_scale(k.grad_scale);
+    in.materialise();
+    const oracle::Result o = oracle_for(in);
+    const RunResult r = in.run(true, true);
+    ASSERT_EQ(r.status, Status::Success);
+    EXPECT_TRUE(close_vec(r.loss, o.loss, 1e-6, 1e-12, "loss"));
+    EXPECT_TRUE(close_vec(r.lse, o.lse, 1e-6, 1e-12, "lse"));
+    EXPECT_TRUE(within_ulps(r.grad_dense, o.grad, DType::BFloat16, 1.0, 0.0));
+  }
+}
+
 }  // namespace

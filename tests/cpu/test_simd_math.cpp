@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -37,6 +38,18 @@ void EvalMath(const double* x, const double* e, std::size_t n, double* exp_out, 
   }
 }
 
+/// out[i] = ExpDifferenceF32(z_i, m_i), deep[i] = its deep flag (n a multiple of 16).
+void EvalExpF32(const float* z, const float* m, std::size_t n, float* out, std::uint8_t* deep) {
+  const DF32 df;
+  HWY_ALIGN float flags[hn::MaxLanes(DF32())];
+  for (std::size_t i = 0; i < n; i += hn::Lanes(df)) {
+    MF32 dp;
+    hn::StoreU(ExpDifferenceF32(df, hn::LoadU(df, z + i), hn::LoadU(df, m + i), dp), df, out + i);
+    hn::Store(hn::IfThenElseZero(dp, hn::Set(df, 1.0f)), df, flags);
+    for (std::size_t k = 0; k < hn::Lanes(df); ++k) deep[i + k] = flags[k] != 0.0f;
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace cpu
 }  // namespace detail
@@ -52,6 +65,7 @@ namespace fusedloss {
 namespace detail {
 namespace cpu {
 HWY_EXPORT(EvalMath);
+HWY_EXPORT(EvalExpF32);
 }  // namespace cpu
 }  // namespace detail
 }  // namespace fusedloss
@@ -128,6 +142,86 @@ TEST(SimdMath, ExpAndLog1pWithinTheirBoundsOnEveryTarget) {
   for (std::int64_t t : {std::int64_t(HWY_AVX3), std::int64_t(HWY_AVX2), std::int64_t(HWY_SSE4), std::int64_t(HWY_EMU128)})
     if (name != nullptr && std::string(hwy::TargetName(t)) == name) pinned = t;
   hwy::SetSupportedTargetsForTest(pinned);
+}
+
+/// The compiled targets this CPU runs (taken before any is pinned).
+std::vector<std::int64_t> runnable_targets() {
+  std::vector<std::int64_t> targets;
+  for (std::int64_t t : {std::int64_t(HWY_AVX3), std::int64_t(HWY_AVX2), std::int64_t(HWY_SSE4), std::int64_t(HWY_EMU128)})
+    if ((hwy::SupportedTargets() & t) != 0 || t == HWY_EMU128) targets.push_back(t);
+  return targets;
+}
+/// Back to the process's target: the one FUSEDLOSS_SIMD_TARGET pins, else the best.
+void restore_pinned_target() {
+  std::int64_t pinned = 0;
+  const char* name = std::getenv("FUSEDLOSS_SIMD_TARGET");
+  for (std::int64_t t : {std::int64_t(HWY_AVX3), std::int64_t(HWY_AVX2), std::int64_t(HWY_SSE4), std::int64_t(HWY_EMU128)})
+    if (name != nullptr && std::string(hwy::TargetName(t)) == name) pinned = t;
+  hwy::SetSupportedTargetsForTest(pinned);
+}
+
+// The float-lane exponential of bfloat16 cross_entropy (cpu/simd-inl.h, ExpDifferenceF32): e^{z − m}
+// within 2^−22 relative of long double for float z ≤ m — bfloat16 pairs and float pairs far apart in
+// magnitude (where a rounded z − m would be off by up to 2^−24·|z − m|) — exactly 1 at z = m, 0
+// with the deep flag below z − m = −86.5, 0 without it for z = −inf, NaN for NaN.
+TEST(SimdMath, FloatLaneExpWithinItsBoundOnEveryTarget) {
+  const std::size_t n = std::size_t(1) << 20;
+  std::mt19937_64 gen(1411);
+  std::vector<float> z(n), m(n), out(n);
+  std::vector<std::uint8_t> deep(n);
+  const auto bf16 = [](float v) {  // truncated to bfloat16 (any bfloat16 value will do)
+    std::uint32_t b;
+    std::memcpy(&b, &v, 4);
+    b &= 0xffff0000u;
+    std::memcpy(&v, &b, 4);
+    return v;
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    const float mi = static_cast<float>(std::uniform_real_distribution<double>(-30, 30)(gen));
+    switch (i % 4) {
+      case 0: m[i] = bf16(mi); z[i] = bf16(m[i] - static_cast<float>(std::uniform_real_distribution<double>(0, 90)(gen))); break;
+      case 1: m[i] = mi; z[i] = m[i] - static_cast<float>(std::uniform_real_distribution<double>(0, 3)(gen)); break;
+      case 2:  // z and m far apart in magnitude: z − m is not a float
+        m[i] = std::ldexp(static_cast<float>(std::uniform_real_distribution<double>(1, 2)(gen)), -static_cast<int>(gen() % 30));
+        z[i] = -static_cast<float>(std::uniform_real_distribution<double>(0, 86)(gen));
+        break;
+      default: m[i] = 20.0f + static_cast<float>(std::uniform_real_distribution<double>(0, 1)(gen)); z[i] = std::ldexp(mi, -static_cast<int>(gen() % 40)); break;
+    }
+    if (z[i] > m[i]) z[i] = m[i];
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  const float edge_z[] = {3.0f, -0.0f, -86.0f, -86.6f, -87.5f, -104.0f, -1e30f, -inf, std::nanf(""), -1e-30f};
+  const float edge_m[] = {3.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 5.0f, 1.0f, 0.0f};
+  for (std::size_t k = 0; k < 10; ++k) z[k] = edge_z[k], m[k] = edge_m[k];
+  for (std::int64_t t : runnable_targets()) {
+    SCOPED_TRACE(hwy::TargetName(t));
+    hwy::SetSupportedTargetsForTest(t);
+    HWY_DYNAMIC_DISPATCH(fusedloss::detail::cpu::EvalExpF32)(z.data(), m.data(), n, out.data(), deep.data());
+    EXPECT_EQ(out[0], 1.0f);
+    EXPECT_EQ(out[1], 1.0f);
+    EXPECT_TRUE(!deep[2] && deep[3] && deep[4] && deep[5] && deep[6]);
+    EXPECT_TRUE(out[7] == 0.0f && !deep[7]);
+    EXPECT_TRUE(std::isnan(out[8]) && !deep[8]);
+    double worst = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (std::isnan(z[i])) continue;
+      const ld x = static_cast<ld>(z[i]) - static_cast<ld>(m[i]);
+      if (deep[i]) {
+        EXPECT_EQ(out[i], 0.0f);
+        EXPECT_LT(x, -86.49L) << z[i] << " " << m[i];
+        continue;
+      }
+      if (z[i] == -inf) {
+        EXPECT_EQ(out[i], 0.0f);
+        continue;
+      }
+      EXPECT_GE(x, -86.51L) << z[i] << " " << m[i];
+      worst = std::max(worst, rel_err(out[i], std::exp(x)));
+    }
+    EXPECT_LT(worst, std::ldexp(1.0, -22)) << worst;
+    std::printf("[ %s ] float-lane exp: worst relative error %.3g (2^%.1f)\n", hwy::TargetName(t), worst, std::log2(worst));
+  }
+  restore_pinned_target();
 }
 
 }  // namespace

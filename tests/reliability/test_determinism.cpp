@@ -2,6 +2,7 @@
 // determinism (repeats and thread counts), concurrent host threads, in-place gradients.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -322,6 +323,33 @@ TEST(ReliabilityInPlace, RowwiseEveryLoss) {
               << "padding of row " << n;
         }
       }
+}
+
+// bf16 cross_entropy without smoothing, z-loss or softcap takes the float-lane softmax
+// (cpu/rowwise.cpp), whose vectors with logits far below the row maximum, last partial vector and
+// target column re-read the input in double: in place it must still read each logit before
+// overwriting it. One-row pass (N = 40) and split rows (N = 3, C ≥ 16384), padded rows.
+TEST(ReliabilityInPlace, Bf16CrossEntropyFloatLaneSoftmax) {
+  for (const auto& shape : {std::array<std::int64_t, 3>{40, 1031, 1037}, std::array<std::int64_t, 3>{3, 20011, 20019}}) {
+    const std::int64_t N = shape[0], C = shape[1], stride = shape[2];
+    for (Reduction r : {Reduction::None, Reduction::Sum}) {
+      RowCase c(RowKind::CE, DType::BFloat16, N, C, stride);
+      c.input = random_buf(DType::BFloat16, N * stride, -120, 5, 304);  // many logits > 86.5 below the max
+      for (std::int64_t n = 0; n < N; ++n) c.labels[n] = n % 11 == 0 ? -100 : (n * 37) % C;
+      c.reduction = r;
+      c.grad_scale = 2.0;
+      SCOPED_TRACE(c.tag());
+      const Outcome ref = run(c.problem(), true, true);
+      ASSERT_EQ(ref.status, Status::Success);
+      Buf io = c.input;
+      const Outcome in_place = run_in_place(c.problem(), io, true);
+      ASSERT_EQ(in_place.status, Status::Success);
+      EXPECT_EQ(std::memcmp(in_place.loss.data(), ref.loss.data(), ref.loss.size() * 4), 0);
+      EXPECT_EQ(std::memcmp(in_place.lse.data(), ref.lse.data(), ref.lse.size() * 4), 0);
+      for (std::int64_t n = 0; n < N; ++n)
+        ASSERT_EQ(std::memcmp(io.raw() + n * stride * 2, ref.grad.raw() + n * stride * 2, C * 2), 0) << "row " << n;
+    }
+  }
 }
 
 }  // namespace
