@@ -118,10 +118,10 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
         lim = left <= 0 ? 0 : (left >= V ? V : static_cast<int>(left));
       }
       lims[j] = lim;
-      px[j] = vec ? IO::template load<Load::Coherent>(a.x + i) : IO::load_edge(a.x + i, 0, lim, IO::zero());
-      py[j] = vec ? IO::template load<Load::ReadOnly>(a.y + i) : IO::load_edge(a.y + i, 0, lim, IO::zero());
+      px[j] = vec ? IO::template load<Load::Coherent>(a.x + i) : IO::load_prefix(a.x + i, lim);
+      py[j] = vec ? IO::template load<Load::ReadOnly>(a.y + i) : IO::load_prefix(a.y + i, lim);
       if constexpr (kW)
-        pk_w[j] = vec ? IO::template load<Load::ReadOnly>(a.w + i) : IO::load_edge(a.w + i, 0, lim, IO::zero());
+        pk_w[j] = vec ? IO::template load<Load::ReadOnly>(a.w + i) : IO::load_prefix(a.w + i, lim);
     }
 
     // 2. Evaluate, accumulate (fixed order: step, then lane), store.
@@ -195,11 +195,12 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
                          make_float4(ls[4 * q], ls[4 * q + 1], ls[4 * q + 2], ls[4 * q + 3]));
         }
       } else {
-        if constexpr (kGrad) IO::store_edge(a.grad + i, 0, lim, IO::pack(gs));
-        if constexpr (kMode == Mode::PerElement) {
 #pragma unroll
-          for (int k = 0; k < V; ++k)
-            if (k < lim) a.loss[i + k] = ls[k];
+        for (int k = 0; k < V; ++k) {
+          if (k < lim) {
+            if constexpr (kGrad) a.grad[i + k] = from_f32<S>(gs[k]);
+            if constexpr (kMode == Mode::PerElement) a.loss[i + k] = ls[k];
+          }
         }
       }
     }

@@ -143,6 +143,20 @@ struct VecIO {
     }
   }
 
+  /// One 128-bit load with cache behaviour H.
+  template <Load H>
+  __device__ static uint4 load16(const uint4* q) {
+    if constexpr (H == Load::Coherent) {
+      return load_vector(q);
+    } else if constexpr (H == Load::ReadOnly) {
+      return __ldg(q);
+    } else if constexpr (H == Load::L2) {
+      return __ldcg(q);
+    } else {
+      return __ldcs(q);
+    }
+  }
+
   /// The whole vector at p (16-byte aligned unless VEC == 1): one 128-bit load.
   template <Load H>
   __device__ static Raw load(const S* p) {
@@ -150,17 +164,7 @@ struct VecIO {
     if constexpr (VEC == 1) {
       r.w[0] = load_elem_bits(p);
     } else {
-      const uint4* q = reinterpret_cast<const uint4*>(p);
-      uint4 u;
-      if constexpr (H == Load::Coherent) {
-        u = load_vector(q);
-      } else if constexpr (H == Load::ReadOnly) {
-        u = __ldg(q);
-      } else if constexpr (H == Load::L2) {
-        u = __ldcg(q);
-      } else {
-        u = __ldcs(q);
-      }
+      const uint4 u = load16<H>(reinterpret_cast<const uint4*>(p));
       r.w[0] = u.x;
       r.w[1] = u.y;
       r.w[2] = u.z;
@@ -173,50 +177,66 @@ struct VecIO {
   __device__ static void store(S* p, const Raw& r) {
     if constexpr (VEC == 1) {
       store_elem_bits(p, r.w[0]);
+    } else if constexpr (H == Store::Plain) {
+      store_vector(reinterpret_cast<uint4*>(p), make_uint4(r.w[0], r.w[1], r.w[2], r.w[3]));
     } else {
-      const uint4 u = make_uint4(r.w[0], r.w[1], r.w[2], r.w[3]);
-      if constexpr (H == Store::Plain) {
-        store_vector(reinterpret_cast<uint4*>(p), u);
-      } else {
-        __stcs(reinterpret_cast<uint4*>(p), u);
-      }
+      __stcs(reinterpret_cast<uint4*>(p), make_uint4(r.w[0], r.w[1], r.w[2], r.w[3]));
     }
   }
 
-  /// The vector at p whose lane e is element c0 + e of a range [0, C), element by element: lanes
-  /// outside the range keep the bits of r.
-  template <class I>
-  __device__ static __forceinline__ Raw load_edge(const S* p, I c0, I C, Raw r) {
+  /// The first n lanes (0 <= n <= VEC) at p element by element, the others +0.0: a vector cut
+  /// by the end of an array.
+  __device__ static __forceinline__ Raw load_prefix(const S* p, int n) {
+    Raw r = zero();
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
-      const I c = c0 + e;
+      if (e < n) {
+        if constexpr (kBytes == 4) {
+          r.w[e] = load_elem_bits(p + e);
+        } else {
+          r.w[e >> 1] |= load_elem_bits(p + e) << ((e & 1) * 16);
+        }
+      }
+    }
+    return r;
+  }
+
+  // ---- a row on a grid of vectors aligned down from `al`: vector vi holds the elements
+  //      c0 + e, e < VEC, of a range [0, C) (rowwise/primitives.cuh) --------------------------
+
+  /// Vector vi: one 128-bit load when it lies inside the range, else element by element with the
+  /// lanes outside taking the bits of `outside`.
+  template <Load H, class I>
+  __device__ static Raw load(const S* al, I vi, I c0, I C, const Raw& outside) {
+    Raw r;
+    const S* p = al + vi * VEC;
+    if (c0 >= 0 && c0 + VEC <= C) {
+      if constexpr (VEC == 1) {
+        r.w[0] = load_elem_bits(p);
+      } else {
+        const uint4 u = load16<H>(reinterpret_cast<const uint4*>(p));
+        r.w[0] = u.x;
+        r.w[1] = u.y;
+        r.w[2] = u.z;
+        r.w[3] = u.w;
+      }
+    } else {
+      r = load_edge(p, static_cast<long long>(c0), static_cast<long long>(C), outside);
+    }
+    return r;
+  }
+
+  /// The (at most two per row) vectors that straddle a row end, element by element.
+  __device__ static __forceinline__ Raw load_edge(const S* p, long long c0, long long C, Raw r) {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const long long c = c0 + e;
       if (c >= 0 && c < C) put_bits(r, e, load_elem_bits(p + e));
     }
     return r;
   }
-  /// Stores the lanes of r that lie inside the range [0, C) (lane e is element c0 + e).
-  template <class I>
-  __device__ static __forceinline__ void store_edge(S* p, I c0, I C, const Raw& r) {
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) {
-      const I c = c0 + e;
-      if (c >= 0 && c < C) {
-        const std::uint32_t bits = kBytes == 4 ? r.w[e] : ((r.w[e >> 1] >> ((e & 1) * 16)) & 0xffffu);
-        store_elem_bits(p + e, bits);
-      }
-    }
-  }
 
-  /// Vector vi of a grid of vectors aligned down from `al`, lane e being element c0 + e of a
-  /// range [0, C): one 128-bit load when the vector lies inside the range, else element by
-  /// element with the lanes outside taking the bits of `outside`.
-  template <Load H, class I>
-  __device__ static Raw load(const S* al, I vi, I c0, I C, const Raw& outside) {
-    const S* p = al + vi * VEC;
-    if (c0 >= 0 && c0 + VEC <= C) return load<H>(p);
-    return load_edge(p, static_cast<long long>(c0), static_cast<long long>(C), outside);
-  }
-  /// Stores vector vi of the same grid (only its lanes inside [0, C)), evict-first.
+  /// Stores vector vi (only its lanes inside [0, C)), evict-first.
   template <class I>
   __device__ static void store(S* al, I vi, I c0, I C, const Raw& r) {
     S* p = al + vi * VEC;
@@ -224,6 +244,17 @@ struct VecIO {
       store<Store::Streaming>(p, r);
     } else {
       store_edge(p, static_cast<long long>(c0), static_cast<long long>(C), r);
+    }
+  }
+
+  __device__ static __forceinline__ void store_edge(S* p, long long c0, long long C, Raw r) {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const long long c = c0 + e;
+      if (c >= 0 && c < C) {
+        const std::uint32_t bits = kBytes == 4 ? r.w[e] : ((r.w[e >> 1] >> ((e & 1) * 16)) & 0xffffu);
+        store_elem_bits(p + e, bits);
+      }
     }
   }
 };
