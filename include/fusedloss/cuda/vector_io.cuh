@@ -101,8 +101,6 @@ struct VecIO {
       word = (e & 1) ? ((word & 0x0000ffffu) | (bits << 16)) : ((word & 0xffff0000u) | (bits & 0xffffu));
     }
   }
-  /// Rounds v once (to nearest even) to S into lane e.
-  __device__ static void put(Raw& r, int e, float v) { put_bits(r, e, Bits<S>::of(from_f32<S>(v))); }
   /// A whole vector from VEC floats, each rounded once to nearest even (paired conversions for
   /// the 16-bit types: one cvt.rn.{bf16x2,f16x2}.f32 per two elements, no read-modify-write).
   __device__ static Raw pack(const float (&v)[VEC]) {
@@ -205,7 +203,9 @@ struct VecIO {
   //      c0 + e, e < VEC, of a range [0, C) (rowwise/primitives.cuh) --------------------------
 
   /// Vector vi: one 128-bit load when it lies inside the range, else element by element with the
-  /// lanes outside taking the bits of `outside`.
+  /// lanes outside taking the bits of `outside`. The 128-bit load is spelled out here rather than
+  /// calling load<H>(p): the same code through the call makes ptxas (13.0, sm_90) spill 8-24 B in
+  /// three soft_ce_stream_kernel instantiations at 64 registers.
   template <Load H, class I>
   __device__ static Raw load(const S* al, I vi, I c0, I C, const Raw& outside) {
     Raw r;
