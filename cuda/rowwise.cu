@@ -20,10 +20,10 @@ the row fits on chip:
   label pass (sparse CE / nll only; tiny): label_stats_kernel reads the N labels once and
       reduces, in a fixed order and in double, divisor = Σ w[y_n] over valid non-ignored rows,
       the bad-label count and W = Σ w_c (only for label smoothing with class weights). For
-      N > 16K a second one-block kernel combines the per-block partials. The result (a RowStats
-      with the gradient factor F = grad_scale/divisor) lands in the workspace; the main kernel
-      reads it. No host synchronisation: the mean's divisor is known before any gradient is
-      written.
+      N > 16K deterministic_reduce.cuh's combine kernel adds the per-block partials. The
+      result (a RowStats with the gradient factor F = grad_scale/divisor) lands in the
+      workspace; the main kernel reads it. No host synchronisation: the mean's divisor is
+      known before any gradient is written.
 
   main kernel, one row per group of threads (warp / block / cluster of blocks):
       1. load the row ONCE into registers (16-byte vectors, evict-first), track the max
@@ -33,7 +33,7 @@ the row fits on chip:
          the target column is written by the loop without the −b term and then overwritten by
          its owner thread (the same thread, so program order makes the patch win) — no compare
          per element.
-  loss reduction (mean/sum): loss_partial_kernel (+ loss_final_kernel for N > 16K) sums the
+  loss reduction (mean/sum): loss_partial_kernel (+ the combine kernel for N > 16K) sums the
       per-row float losses in a fixed order in double and divides on the device.
 
 Memory traffic per row (b = bytes of the dtype):  read C·b, write C·b (+ 4 bytes of row loss,
@@ -129,13 +129,12 @@ namespace {
 
 namespace rw = ::fusedloss::cuda::rowwise;
 
-constexpr std::size_t kRegionAlign = 256;
 constexpr long long kLabelsPerBlock = 16384;  ///< label statistics: labels per partial
 constexpr long long kRowsPerLossBlock = 16384;  ///< loss reduction: row losses per partial
 constexpr int kMaxPartials = 1024;
 constexpr long long kMaxGrid = 1LL << 30;  ///< grid.x cap; kernels grid-stride over rows beyond it
 
-std::size_t align_region(std::size_t v) { return (v + kRegionAlign - 1) / kRegionAlign * kRegionAlign; }
+std::size_t align_region(std::size_t v) { return ::fusedloss::cuda::align_up(v, ::fusedloss::cuda::kWorkspaceRegionAlign); }
 
 bool has_labels(const RowwiseProblem& p) {
   return p.loss == Loss::NLL || (p.loss == Loss::CrossEntropy && p.labels != nullptr);
@@ -148,11 +147,19 @@ int partial_blocks(long long n, long long per_block) {
   return static_cast<int>(g);
 }
 
-/// Workspace regions (byte offsets, each 256-byte aligned). Depends only on the problem.
+using DoubleLayout = ::fusedloss::cuda::BasicPartialsLayout<double>;
+
+/// Workspace regions (byte offsets, each 256-byte aligned). Depends only on the problem. The two
+/// partials regions (deterministic_reduce.cuh's layout, double values) exist only when their pass
+/// runs more than one block; a one-block pass finishes its result itself.
 struct Layout {
-  std::size_t stats = 0, part_div = 0, part_wsum = 0, part_bad = 0, part_loss = 0, rows = 0, total = 0;
+  std::size_t stats = 0, label_part = 0, loss_part = 0, rows = 0, total = 0;
   int label_parts = 0;  ///< blocks of the label pass (sparse losses)
   int loss_parts = 0;   ///< blocks of the loss reduction (mean / sum / batchmean)
+  /// label pass: values Σ w[y], Σ w_c; counts: bad labels.
+  DoubleLayout label_layout() const { return {label_parts > 1 ? label_parts : 0, 2, true, 0}; }
+  /// loss pass: values Σ row loss.
+  DoubleLayout loss_layout() const { return {loss_parts > 1 ? loss_parts : 0, 1, false, 0}; }
 };
 
 Layout make_layout(const RowwiseProblem& p) {
@@ -164,22 +171,13 @@ Layout make_layout(const RowwiseProblem& p) {
     L.stats = off;
     off += align_region(sizeof(rw::RowStats));
     L.label_parts = partial_blocks(N, kLabelsPerBlock);
-    if (L.label_parts > 1) {
-      const std::size_t part = align_region(static_cast<std::size_t>(L.label_parts) * 8);
-      L.part_div = off;
-      off += part;
-      L.part_wsum = off;
-      off += part;
-      L.part_bad = off;
-      off += part;
-    }
+    L.label_part = off;
+    off += L.label_layout().bytes();
   }
   if (p.reduction != Reduction::None) {
     L.loss_parts = partial_blocks(N, kRowsPerLossBlock);
-    if (L.loss_parts > 1) {
-      L.part_loss = off;
-      off += align_region(static_cast<std::size_t>(L.loss_parts) * 8);
-    }
+    L.loss_part = off;
+    off += L.loss_layout().bytes();
     L.rows = off;
     off += align_region(static_cast<std::size_t>(N) * sizeof(float));
   }
@@ -617,26 +615,22 @@ Status run(const RowwiseProblem& p, const LossOutputs& o, const Layout& L, char*
     rw::LabelArgs la{};
     la.labels = p.labels;
     la.w = a.w;
-    la.part_div = reinterpret_cast<double*>(ws + L.part_div);
-    la.part_wsum = reinterpret_cast<double*>(ws + L.part_wsum);
-    la.part_bad = reinterpret_cast<long long*>(ws + L.part_bad);
-    la.stats = stats;
-    la.error_count = reinterpret_cast<long long*>(o.error_count);
     la.N = N;
     la.C = C;
     la.ignore_index = p.params.ignore_index;
     la.chunk = ceil_div(N, L.label_parts);
     la.cchunk = ceil_div(C, L.label_parts);
-    la.grad_scale = p.grad_scale;
     la.labels64 = a.labels64;
-    la.need_wsum = (ce && a.eps > 0.f && a.w != nullptr) ? 1 : 0;
-    la.mean = p.reduction == Reduction::Mean ? 1 : 0;
-    ::fusedloss::cuda::triple_chevron(L.label_parts, rw::kStatsThreads, 0, stream).doit(rw::label_stats_kernel, la);
+    la.finish.stats = stats;
+    la.finish.error_count = reinterpret_cast<long long*>(o.error_count);
+    la.finish.C = C;
+    la.finish.grad_scale = p.grad_scale;
+    la.finish.need_wsum = (ce && a.eps > 0.f && a.w != nullptr) ? 1 : 0;
+    la.finish.mean = p.reduction == Reduction::Mean ? 1 : 0;
+    const rw::DoublePartials part = ::fusedloss::cuda::make_partials_view(ws + L.label_part, L.label_layout());
+    ::fusedloss::cuda::triple_chevron(L.label_parts, rw::kStatsThreads, 0, stream).doit(rw::label_stats_kernel, la, part);
     FUSEDLOSS_CUDA_CHECK_LAUNCH();
-    if (L.label_parts > 1) {
-      ::fusedloss::cuda::triple_chevron(1, rw::kStatsThreads, 0, stream).doit(rw::label_final_kernel, la, L.label_parts);
-      FUSEDLOSS_CUDA_CHECK_LAUNCH();
-    }
+    if (L.label_parts > 1) FUSEDLOSS_CUDA_TRY((::fusedloss::cuda::launch_combine<2, true>(part, la.finish, stream)));
     a.stats = stats;
   } else if (o.error_count != nullptr) {
     FUSEDLOSS_CUDA_TRY(cudaMemsetAsync(o.error_count, 0, sizeof(std::int64_t), stream));
@@ -650,18 +644,15 @@ Status run(const RowwiseProblem& p, const LossOutputs& o, const Layout& L, char*
   if (!none) {
     rw::LossArgs f{};
     f.rows = rows;
-    f.part = reinterpret_cast<double*>(ws + L.part_loss);
-    f.out = o.loss;
-    f.stats = (labels && p.reduction == Reduction::Mean) ? stats : nullptr;
     f.N = N;
     f.chunk = ceil_div(N, L.loss_parts);
-    f.divisor = divisor;
-    ::fusedloss::cuda::triple_chevron(L.loss_parts, rw::kStatsThreads, 0, stream).doit(rw::loss_partial_kernel, f);
+    f.finish.out = o.loss;
+    f.finish.stats = (labels && p.reduction == Reduction::Mean) ? stats : nullptr;
+    f.finish.divisor = divisor;
+    const rw::DoublePartials part = ::fusedloss::cuda::make_partials_view(ws + L.loss_part, L.loss_layout());
+    ::fusedloss::cuda::triple_chevron(L.loss_parts, rw::kStatsThreads, 0, stream).doit(rw::loss_partial_kernel, f, part);
     FUSEDLOSS_CUDA_CHECK_LAUNCH();
-    if (L.loss_parts > 1) {
-      ::fusedloss::cuda::triple_chevron(1, rw::kStatsThreads, 0, stream).doit(rw::loss_final_kernel, f, L.loss_parts);
-      FUSEDLOSS_CUDA_CHECK_LAUNCH();
-    }
+    if (L.loss_parts > 1) FUSEDLOSS_CUDA_TRY((::fusedloss::cuda::launch_combine<1, false>(part, f.finish, stream)));
   }
   return Status::Success;
 }

@@ -1,7 +1,7 @@
 // fusedloss — deterministic two-level reduction: per-block partials in a workspace, then one
-// fixed-order combine. Header-only, CUDA-only; used by the elementwise kernels. (The row-wise
-// label and loss passes, rowwise/reductions.cuh, follow the same fixed-order-in-double rule with
-// their own workspace layout; folding them into this module is still to do.)
+// fixed-order combine. Header-only, CUDA-only; shared by the elementwise kernels (float tile
+// partials) and the row-wise label and loss passes (rowwise/reductions.cuh: double partials, one
+// per fixed chunk of 16384 rows; a one-block pass finishes its result itself).
 //
 // Why not CUB's DeviceReduce or float atomics: the loss must be bitwise identical run to run
 // AND independent of the grid the producer happened to be launched with (SM count, occupancy).
@@ -16,9 +16,15 @@
 // producer before the combine reads it, so the workspace needs no initialisation and the whole
 // sequence is capturable in a CUDA graph.
 //
-// Workspace layout for P partials with K float value streams and optional int64 counts
-// (PartialsLayout computes the offsets; every region starts on a 256-byte boundary):
-//   [ float value[K][P] ][ int64 count[P] ][ extra bytes for the caller (e.g. a device scalar) ]
+// The combine's order depends only on P and kCombineThreads: the row-wise passes, which had a
+// combine of their own with 256 threads, give bitwise the same totals for P <= 256 (up to
+// 4,194,304 rows: every sum starts from +0.0, and threads 256..511 only add +0.0) and sum in a
+// different, equally fixed order for P > 256 (slot i now lands in thread i mod 512, not i mod 256).
+//
+// Workspace layout for P partials with K value streams of type V (float or double) and optional
+// int64 counts (BasicPartialsLayout<V> computes the offsets; every region starts on a 256-byte
+// boundary):
+//   [ V value[K][P] ][ int64 count[P] ][ extra bytes for the caller (e.g. a device scalar) ]
 // Counts (invalid data values per partial) are exact integers, so their order does not matter,
 // but they ride along with the values to need no second reduction.
 #pragma once
@@ -40,15 +46,17 @@ constexpr std::size_t kWorkspaceRegionAlign = 256;
 
 __host__ __device__ constexpr std::size_t align_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
-/// Offsets of the regions of a partials workspace (usable on host and device).
-struct PartialsLayout {
+/// Offsets of the regions of a partials workspace (usable on host and device). V is the type of
+/// the value slots: float (elementwise tiles) or double (row-wise label and loss partials).
+template <class V>
+struct BasicPartialsLayout {
   std::int64_t partials = 0;  ///< P: number of partial slots
-  int value_streams = 0;      ///< K: float values per slot (0 when only counts are reduced)
+  int value_streams = 0;      ///< K: values per slot (0 when only counts are reduced)
   bool counts = false;        ///< one int64 count per slot
   std::size_t extra_bytes = 0;  ///< caller-owned bytes after the partials (e.g. a device scalar)
 
   __host__ __device__ constexpr std::size_t value_bytes() const {
-    return align_up(static_cast<std::size_t>(partials) * sizeof(float), kWorkspaceRegionAlign);
+    return align_up(static_cast<std::size_t>(partials) * sizeof(V), kWorkspaceRegionAlign);
   }
   __host__ __device__ constexpr std::size_t values_offset(int stream) const {
     return static_cast<std::size_t>(stream) * value_bytes();
@@ -66,24 +74,30 @@ struct PartialsLayout {
   }
 };
 
-/// Device pointers into a workspace laid out by PartialsLayout. `values` points at stream 0;
-/// stream s starts `value_stride` floats later.
-struct PartialsView {
-  float* values = nullptr;
+using PartialsLayout = BasicPartialsLayout<float>;
+
+/// Device pointers into a workspace laid out by BasicPartialsLayout<V>. `values` points at stream
+/// 0; stream s starts `value_stride` values later.
+template <class V>
+struct BasicPartialsView {
+  V* values = nullptr;
   std::int64_t value_stride = 0;
   std::int64_t* counts = nullptr;
   std::int64_t partials = 0;
   void* extra = nullptr;
 };
 
-/// Carves `workspace` (256-byte aligned, at least layout.bytes() long) into a PartialsView.
-inline PartialsView make_partials_view(void* workspace, const PartialsLayout& layout) {
-  PartialsView v;
+using PartialsView = BasicPartialsView<float>;
+
+/// Carves `workspace` (256-byte aligned, at least layout.bytes() long) into a view.
+template <class V>
+inline BasicPartialsView<V> make_partials_view(void* workspace, const BasicPartialsLayout<V>& layout) {
+  BasicPartialsView<V> v;
   unsigned char* base = static_cast<unsigned char*>(workspace);
   v.partials = layout.partials;
-  v.value_stride = static_cast<std::int64_t>(layout.value_bytes() / sizeof(float));
+  v.value_stride = static_cast<std::int64_t>(layout.value_bytes() / sizeof(V));
   if (base == nullptr) return v;
-  if (layout.value_streams > 0) v.values = reinterpret_cast<float*>(base + layout.values_offset(0));
+  if (layout.value_streams > 0) v.values = reinterpret_cast<V*>(base + layout.values_offset(0));
   if (layout.counts) v.counts = reinterpret_cast<std::int64_t*>(base + layout.counts_offset());
   if (layout.extra_bytes > 0) v.extra = base + layout.extra_offset();
   return v;
@@ -125,9 +139,9 @@ __device__ __forceinline__ void block_reduce_partial(float (&v)[K > 0 ? K : 1], 
 }
 
 /// Producer side: thread 0 stores the block's reduced values/count into partial slot `slot`.
-template <int K, bool kCounts>
-__device__ __forceinline__ void store_partial(const PartialsView& view, std::int64_t slot,
-                                              const float (&v)[K > 0 ? K : 1], long long count) {
+template <int K, bool kCounts, class V>
+__device__ __forceinline__ void store_partial(const BasicPartialsView<V>& view, std::int64_t slot,
+                                              const V (&v)[K > 0 ? K : 1], long long count) {
   if (threadIdx.x != 0) return;
 #pragma unroll
   for (int k = 0; k < K; ++k) view.values[static_cast<std::int64_t>(k) * view.value_stride + slot] = v[k];
@@ -139,8 +153,8 @@ __device__ __forceinline__ void store_partial(const PartialsView& view, std::int
 /// thread 0 calls finish(totals, count), with totals a double[K] (count 0 without kCounts).
 /// view.partials may be 0 (finish then sees zeros): that is how an empty problem writes its
 /// result. Launch it with launch_combine().
-template <int K, bool kCounts, class Finish>
-__global__ void __launch_bounds__(kCombineThreads) combine_partials_kernel(PartialsView view, Finish finish) {
+template <int K, bool kCounts, class Finish, class V>
+__global__ void __launch_bounds__(kCombineThreads) combine_partials_kernel(BasicPartialsView<V> view, Finish finish) {
   FUSEDLOSS_SHARED(double[(K > 0 ? K : 1)][kWarpSize], value_scratch);
   FUSEDLOSS_SHARED(long long[kWarpSize], count_scratch);
   double totals[K > 0 ? K : 1];
@@ -174,9 +188,9 @@ __global__ void __launch_bounds__(kCombineThreads) combine_partials_kernel(Parti
 }
 
 /// Enqueues the combine kernel on `stream`. Returns the launch status (cudaGetLastError()).
-template <int K, bool kCounts, class Finish>
-inline cudaError_t launch_combine(const PartialsView& view, const Finish& finish, cudaStream_t stream) {
-  ::fusedloss::cuda::triple_chevron(1, kCombineThreads, 0, stream).doit(combine_partials_kernel<K, kCounts, Finish>, view, finish);
+template <int K, bool kCounts, class Finish, class V>
+inline cudaError_t launch_combine(const BasicPartialsView<V>& view, const Finish& finish, cudaStream_t stream) {
+  ::fusedloss::cuda::triple_chevron(1, kCombineThreads, 0, stream).doit(combine_partials_kernel<K, kCounts, Finish, V>, view, finish);
   return cudaGetLastError();
 }
 

@@ -27,6 +27,7 @@
 #include "fusedloss/api.hpp"
 #include "fusedloss/cuda/deterministic_reduce.cuh"
 #include "fusedloss/cuda/device_common.cuh"
+#include "fusedloss/cuda/vector_io.cuh"
 #include "fusedloss/detail/elementwise_ops.hpp"
 
 namespace fusedloss {
@@ -72,96 +73,13 @@ struct Args {
   bool vector_ok = false;  ///< every pointer used is 16-byte aligned
 };
 
-// ---- 16-byte packs ------------------------------------------------------------------------
-
-__device__ __forceinline__ unsigned pack_word(const uint4& r, int i) {
-  return i == 0 ? r.x : (i == 1 ? r.y : (i == 2 ? r.z : r.w));
-}
-
-template <class S>
-struct Pack;
-
-template <>
-struct Pack<float> {
-  static constexpr int kLanes = 4;
-  __device__ __forceinline__ static float get(const uint4& r, int k) { return __uint_as_float(pack_word(r, k)); }
-  __device__ __forceinline__ static uint4 make(const float (&v)[kLanes]) {
-    return make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]), __float_as_uint(v[2]), __float_as_uint(v[3]));
-  }
-};
-
-template <>
-struct Pack<__half> {
-  static constexpr int kLanes = 8;
-  __device__ __forceinline__ static float get(const uint4& r, int k) {
-    const unsigned w = pack_word(r, k >> 1);
-    return __half2float(__ushort_as_half(static_cast<unsigned short>((k & 1) ? (w >> 16) : (w & 0xffffu))));
-  }
-  __device__ __forceinline__ static unsigned bits(float v) {
-    return static_cast<unsigned>(__half_as_ushort(__float2half_rn(v)));
-  }
-  __device__ __forceinline__ static uint4 make(const float (&v)[kLanes]) {
-    return make_uint4(bits(v[0]) | (bits(v[1]) << 16), bits(v[2]) | (bits(v[3]) << 16),
-                      bits(v[4]) | (bits(v[5]) << 16), bits(v[6]) | (bits(v[7]) << 16));
-  }
-};
-
-template <>
-struct Pack<__nv_bfloat16> {
-  static constexpr int kLanes = 8;
-  __device__ __forceinline__ static float get(const uint4& r, int k) {
-    const unsigned w = pack_word(r, k >> 1);
-    return __bfloat162float(
-        __ushort_as_bfloat16(static_cast<unsigned short>((k & 1) ? (w >> 16) : (w & 0xffffu))));
-  }
-  __device__ __forceinline__ static unsigned bits(float v) {
-    return static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16_rn(v)));
-  }
-  __device__ __forceinline__ static uint4 make(const float (&v)[kLanes]) {
-    return make_uint4(bits(v[0]) | (bits(v[1]) << 16), bits(v[2]) | (bits(v[3]) << 16),
-                      bits(v[4]) | (bits(v[5]) << 16), bits(v[6]) | (bits(v[7]) << 16));
-  }
-};
-
-__device__ __forceinline__ unsigned raw_bits(float v) { return __float_as_uint(v); }
-__device__ __forceinline__ unsigned raw_bits(__half v) { return static_cast<unsigned>(__half_as_ushort(v)); }
-__device__ __forceinline__ unsigned raw_bits(__nv_bfloat16 v) {
-  return static_cast<unsigned>(__bfloat16_as_ushort(v));
-}
-
-/// The bits of the V values at p + i as one 16-byte pack: a single vector load when `vec`, else
-/// bounds-checked scalar loads of the same bits (zero bits, i.e. +0.0, beyond `lim`). Both paths
-/// produce the same pack, so everything downstream is one code path.
-template <class S, bool kReadOnly>
-__device__ __forceinline__ uint4 load_pack(const S* p, std::int64_t i, bool vec, int lim) {
-  constexpr int V = Pack<S>::kLanes;
-  if (vec) {
-    const uint4* q = reinterpret_cast<const uint4*>(p + i);
-    if constexpr (kReadOnly) {
-      return __ldg(q);
-    } else {
-      return load_vector(q);  // the input may alias the gradient: a coherent load
-    }
-  }
-  unsigned w[4] = {0u, 0u, 0u, 0u};
-#pragma unroll
-  for (int k = 0; k < V; ++k) {
-    if (k < lim) {
-      if constexpr (V == 4) {
-        w[k] = raw_bits(p[i + k]);
-      } else {
-        w[k >> 1] |= raw_bits(p[i + k]) << ((k & 1) * 16);
-      }
-    }
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 // ---- the kernel ---------------------------------------------------------------------------
 
 template <class Op, class S, bool kW, bool kGrad, Mode kMode, bool kPosCol>
 __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S> a) {
-  constexpr int V = Pack<S>::kLanes;
+  using IO = VecIO<S>;
+  using Raw = typename IO::Raw;
+  constexpr int V = 16 / static_cast<int>(sizeof(S));
   constexpr int kSteps = kElemsPerThread / V;
   constexpr bool kCount = Op::kHasInvalidInputs && kMode != Mode::GradOnly;
   constexpr bool kLoss = kMode != Mode::GradOnly;
@@ -186,7 +104,10 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
     // 1. Issue every load of this thread's share of the tile before any store, so all of them
     //    are in flight at once. Safe with grad == x: a thread reads exactly the elements it
     //    later writes, and no other thread touches them.
-    uint4 px[kSteps], py[kSteps], pk_w[kSteps];
+    //    The scalar path (misaligned pointers, the last tile) reads the same lanes element by
+    //    element, +0.0 beyond n, so everything downstream is one code path. x is loaded
+    //    coherently: it may alias the gradient.
+    Raw px[kSteps], py[kSteps], pk_w[kSteps];
     int lims[kSteps];
 #pragma unroll
     for (int j = 0; j < kSteps; ++j) {
@@ -197,9 +118,10 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
         lim = left <= 0 ? 0 : (left >= V ? V : static_cast<int>(left));
       }
       lims[j] = lim;
-      px[j] = load_pack<S, false>(a.x, i, vec, lim);
-      py[j] = load_pack<S, true>(a.y, i, vec, lim);
-      if constexpr (kW) pk_w[j] = load_pack<S, true>(a.w, i, vec, lim);
+      px[j] = vec ? IO::template load<Load::Coherent>(a.x + i) : IO::load_prefix(a.x + i, lim);
+      py[j] = vec ? IO::template load<Load::ReadOnly>(a.y + i) : IO::load_prefix(a.y + i, lim);
+      if constexpr (kW)
+        pk_w[j] = vec ? IO::template load<Load::ReadOnly>(a.w + i) : IO::load_prefix(a.w + i, lim);
     }
 
     // 2. Evaluate, accumulate (fixed order: step, then lane), store.
@@ -233,10 +155,10 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
       float ls[V], gs[V];
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const float x = Pack<S>::get(px[j], k);
-        const float y = Pack<S>::get(py[j], k);
+        const float x = IO::get(px[j], k);
+        const float y = IO::get(py[j], k);
         float w = 1.0f;
-        if constexpr (kW) w = Pack<S>::get(pk_w[j], k);
+        if constexpr (kW) w = IO::get(pk_w[j], k);
         detail::ElementwiseOpParams<float> p = base_params;
         if constexpr (kPosCol) p.pos_weight = pos[k];
         float l, d;
@@ -265,7 +187,7 @@ __global__ void __launch_bounds__(kBlockThreads) elementwise_kernel(const Args<S
       }
 
       if (vec) {
-        if constexpr (kGrad) store_vector(reinterpret_cast<uint4*>(a.grad + i), Pack<S>::make(gs));
+        if constexpr (kGrad) IO::template store<Store::Plain>(a.grad + i, IO::pack(gs));
         if constexpr (kMode == Mode::PerElement) {
 #pragma unroll
           for (int q = 0; q < V / 4; ++q)

@@ -92,8 +92,8 @@ __device__ __forceinline__ void regs_row(const RowArgs& a, const typename P::Cal
 #pragma unroll
   for (int j = 0; j < ITEMS; ++j) {
     const int vi = g.base + g.tid + j * g.T;
-    rx[j] = vi < v.nvec ? IO::template load<true>(v.xal, vi, vi * VEC - v.h, C, ninf) : ninf;
-    if constexpr (P::kTarget) rt[j] = vi < v.nvec ? IO::template load<true>(v.tal, vi, vi * VEC - v.h, C, tfill) : tfill;
+    rx[j] = vi < v.nvec ? IO::template load<Load::Streaming>(v.xal, vi, vi * VEC - v.h, C, ninf) : ninf;
+    if constexpr (P::kTarget) rt[j] = vi < v.nvec ? IO::template load<Load::Streaming>(v.tal, vi, vi * VEC - v.h, C, tfill) : tfill;
   }
   float mx[NM];
 #pragma unroll
@@ -235,8 +235,8 @@ __device__ __forceinline__ void stream_row(const RowArgs& a, const typename P::C
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const long long vi = v0 + static_cast<long long>(u) * g.T;
-        rx[u] = vi < v.nvec ? IO::template load<false>(v.xal, vi, vi * VEC - v.h, C, xfill) : xfill;
-        if constexpr (P::kTarget) rt[u] = vi < v.nvec ? IO::template load<false>(v.tal, vi, vi * VEC - v.h, C, tfill) : tfill;
+        rx[u] = vi < v.nvec ? IO::template load<Load::L2>(v.xal, vi, vi * VEC - v.h, C, xfill) : xfill;
+        if constexpr (P::kTarget) rt[u] = vi < v.nvec ? IO::template load<Load::L2>(v.tal, vi, vi * VEC - v.h, C, tfill) : tfill;
       }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
@@ -302,8 +302,8 @@ __device__ __forceinline__ void stream_row(const RowArgs& a, const typename P::C
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const long long vi = v0 + static_cast<long long>(u) * g.T;
-        if constexpr (P::kInput) rx[u] = vi < v.nvec ? IO::template load<true>(v.xal, vi, vi * VEC - v.h, C, xfill) : xfill;
-        if constexpr (P::kTarget) rt[u] = vi < v.nvec ? IO::template load<true>(v.tal, vi, vi * VEC - v.h, C, tfill) : tfill;
+        if constexpr (P::kInput) rx[u] = vi < v.nvec ? IO::template load<Load::Streaming>(v.xal, vi, vi * VEC - v.h, C, xfill) : xfill;
+        if constexpr (P::kTarget) rt[u] = vi < v.nvec ? IO::template load<Load::Streaming>(v.tal, vi, vi * VEC - v.h, C, tfill) : tfill;
       }
 #pragma unroll
       for (int u = 0; u < U; ++u) {

@@ -1,6 +1,6 @@
-// fusedloss — row-wise kernels, part 1 of 4: primitives. The parameter block, the 16-byte
-// vector I/O of a row (VecIO), the per-row label header, the thread groups that own a row
-// (warp / block / cluster: Group<MODE>) and the online-softmax accumulator. No loss algebra here
+// fusedloss — row-wise kernels, part 1 of 4: primitives. The parameter block, the per-row label
+// header, the thread groups that own a row (warp / block / cluster: Group<MODE>) and the
+// online-softmax accumulator; rows move through VecIO (vector_io.cuh). No loss algebra here
 // (policies.cuh), no kernels (drivers.cuh).
 //
 // Layout of a row: a row of C elements starting at address `row` is covered by a grid of 16-byte
@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "fusedloss/cuda/device_common.cuh"
+#include "fusedloss/cuda/vector_io.cuh"
 
 namespace fusedloss {
 namespace cuda {
@@ -145,180 +146,6 @@ __device__ __forceinline__ float softcap_fwd_chain(float z, float k, float inv_k
   chain = __fdividef(4.f * e, d * d);
   return k * tanhf(x);
 }
-
-// ---- dtype traits: raw bit storage of one vector ------------------------------------------------
-
-template <class S>
-struct Bits;
-template <>
-struct Bits<float> {
-  static constexpr std::uint32_t kNegInf = 0xff800000u;
-  __device__ static std::uint32_t of(float v) { return __float_as_uint(v); }
-};
-template <>
-struct Bits<__half> {
-  static constexpr std::uint32_t kNegInf = 0xfc00u;
-  __device__ static std::uint32_t of(__half v) { return __half_as_ushort(v); }
-};
-template <>
-struct Bits<__nv_bfloat16> {
-  static constexpr std::uint32_t kNegInf = 0xff80u;
-  __device__ static std::uint32_t of(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
-};
-
-/// One "vector" of VEC elements of storage type S, kept as raw 32-bit words so that register
-/// arrays of it stay in registers (every index is a compile-time constant after unrolling).
-template <class S, int VEC>
-struct VecIO {
-  static constexpr int kBytes = static_cast<int>(sizeof(S));
-  static_assert(VEC == 1 || VEC * kBytes == 16, "a vector is one element or 16 bytes");
-  static constexpr int kWords = (VEC * kBytes + 3) / 4;
-  struct Raw {
-    std::uint32_t w[kWords];
-  };
-
-  /// Elements between the 16-byte boundary below p and p (0 for VEC == 1).
-  __device__ static int misalign(const void* p) {
-    if constexpr (VEC == 1) {
-      return 0;
-    } else {
-      return static_cast<int>((reinterpret_cast<std::uintptr_t>(p) & 15u) / kBytes);
-    }
-  }
-
-  __device__ static Raw fill(std::uint32_t elem_bits) {
-    Raw r;
-    const std::uint32_t word = kBytes == 4 ? elem_bits : (elem_bits | (elem_bits << 16));
-#pragma unroll
-    for (int i = 0; i < kWords; ++i) r.w[i] = word;
-    return r;
-  }
-  __device__ static Raw neg_inf() { return fill(Bits<S>::kNegInf); }
-  __device__ static Raw zero() { return fill(0u); }
-
-  __device__ static float get(const Raw& r, int e) {
-    if constexpr (kBytes == 4) {
-      return __uint_as_float(r.w[e]);
-    } else {
-      const std::uint32_t word = r.w[e >> 1];
-      const unsigned short b = (e & 1) ? static_cast<unsigned short>(word >> 16) : static_cast<unsigned short>(word);
-      if constexpr (sizeof(S) == 2 && std::is_same<S, __half>::value) {
-        return to_f32(__ushort_as_half(b));
-      } else {
-        return to_f32(__ushort_as_bfloat16(b));
-      }
-    }
-  }
-  __device__ static void put_bits(Raw& r, int e, std::uint32_t bits) {
-    if constexpr (kBytes == 4) {
-      r.w[e] = bits;
-    } else {
-      std::uint32_t& word = r.w[e >> 1];
-      word = (e & 1) ? ((word & 0x0000ffffu) | (bits << 16)) : ((word & 0xffff0000u) | (bits & 0xffffu));
-    }
-  }
-  /// Rounds v once (to nearest even) to S.
-  __device__ static void put(Raw& r, int e, float v) { put_bits(r, e, Bits<S>::of(from_f32<S>(v))); }
-  /// A whole vector from VEC floats, each rounded once to nearest even (paired conversions for
-  /// the 16-bit types: one cvt.rn.{bf16x2,f16x2}.f32 per two elements, no read-modify-write).
-  __device__ static Raw pack(const float (&v)[VEC]) {
-    Raw r;
-    if constexpr (kBytes == 4) {
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) r.w[e] = __float_as_uint(v[e]);
-    } else if constexpr (VEC == 1) {
-      r.w[0] = Bits<S>::of(from_f32<S>(v[0]));
-    } else if constexpr (std::is_same<S, __half>::value) {
-#pragma unroll
-      for (int i = 0; i < kWords; ++i) {
-        const __half2 h2 = __floats2half2_rn(v[2 * i], v[2 * i + 1]);  // .x = low half = element 2i
-        r.w[i] = *reinterpret_cast<const std::uint32_t*>(&h2);
-      }
-    } else {
-#pragma unroll
-      for (int i = 0; i < kWords; ++i) {
-        const __nv_bfloat162 b2 = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-        r.w[i] = *reinterpret_cast<const std::uint32_t*>(&b2);
-      }
-    }
-    return r;
-  }
-
-  __device__ static std::uint32_t load_elem_bits(const S* p) {
-    if constexpr (kBytes == 4) {
-      return *reinterpret_cast<const unsigned int*>(p);
-    } else {
-      return *reinterpret_cast<const unsigned short*>(p);
-    }
-  }
-  __device__ static void store_elem_bits(S* p, std::uint32_t bits) {
-    if constexpr (kBytes == 4) {
-      *reinterpret_cast<unsigned int*>(p) = bits;
-    } else {
-      *reinterpret_cast<unsigned short*>(p) = static_cast<unsigned short>(bits);
-    }
-  }
-
-  /// Loads vector vi of the aligned-down row grid `al` (= row − h); c0 = vi·VEC − h is its first
-  /// column. Columns outside [0, C) take the bits of `outside`. STREAMING selects the evict-first
-  /// cache hint (data read for the last time).
-  template <bool STREAMING, class I>
-  __device__ static Raw load(const S* al, I vi, I c0, I C, const Raw& outside) {
-    Raw r;
-    const S* p = al + vi * VEC;
-    if (c0 >= 0 && c0 + VEC <= C) {
-      if constexpr (VEC == 1) {
-        r.w[0] = load_elem_bits(p);
-      } else {
-        const uint4* q = reinterpret_cast<const uint4*>(p);
-        const uint4 u = STREAMING ? __ldcs(q) : __ldcg(q);
-        r.w[0] = u.x;
-        r.w[1] = u.y;
-        r.w[2] = u.z;
-        r.w[3] = u.w;
-      }
-    } else {
-      r = load_edge(p, static_cast<long long>(c0), static_cast<long long>(C), outside);
-    }
-    return r;
-  }
-
-  /// The (at most two per row) vectors that straddle a row end, element by element.
-  __device__ static __forceinline__ Raw load_edge(const S* p, long long c0, long long C, Raw r) {
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) {
-      const long long c = c0 + e;
-      if (c >= 0 && c < C) put_bits(r, e, load_elem_bits(p + e));
-    }
-    return r;
-  }
-
-  /// Stores vector vi (only its columns inside [0, C)).
-  template <class I>
-  __device__ static void store(S* al, I vi, I c0, I C, const Raw& r) {
-    S* p = al + vi * VEC;
-    if (c0 >= 0 && c0 + VEC <= C) {
-      if constexpr (VEC == 1) {
-        store_elem_bits(p, r.w[0]);
-      } else {
-        __stcs(reinterpret_cast<uint4*>(p), make_uint4(r.w[0], r.w[1], r.w[2], r.w[3]));
-      }
-    } else {
-      store_edge(p, static_cast<long long>(c0), static_cast<long long>(C), r);
-    }
-  }
-
-  __device__ static __forceinline__ void store_edge(S* p, long long c0, long long C, Raw r) {
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) {
-      const long long c = c0 + e;
-      if (c >= 0 && c < C) {
-        const std::uint32_t bits = kBytes == 4 ? r.w[e] : ((r.w[e >> 1] >> ((e & 1) * 16)) & 0xffffu);
-        store_elem_bits(p + e, bits);
-      }
-    }
-  }
-};
 
 // ---- per-row header (label, its weight, its logit) ---------------------------------------------
 
