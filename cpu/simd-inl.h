@@ -51,15 +51,16 @@ HWY_INLINE VD ExpNonPositive(DD d, VD x) {
   // x − k·ln 2 in two parts (Highway's ExpReduce constants).
   VD r = hn::MulAdd(k, hn::Set(d, -0.6931471805596629565116018), x);
   r = hn::MulAdd(k, hn::Set(d, -0.28235290563031577122588448175e-12), r);
-  VD q = hn::Set(d, 2.7617564785876086e-06);
-  q = hn::MulAdd(q, r, hn::Set(d, 2.4867870179687727e-05));
-  q = hn::MulAdd(q, r, hn::Set(d, 0.00019841224599656011));
-  q = hn::MulAdd(q, r, hn::Set(d, 0.0013888839110572009));
-  q = hn::MulAdd(q, r, hn::Set(d, 0.00833333334420298));
-  q = hn::MulAdd(q, r, hn::Set(d, 0.04166666678626573));
-  q = hn::MulAdd(q, r, hn::Set(d, 0.16666666666662586));
-  q = hn::MulAdd(q, r, hn::Set(d, 0.4999999999995511));
-  const VD em1 = hn::MulAdd(hn::Mul(r, r), q, r);  // e^r − 1
+  // Q by Estrin's scheme: 4 dependent steps instead of Horner's 7 (the exponential heads the long
+  // dependency chains of the transcendental losses).
+  const VD r2 = hn::Mul(r, r);
+  const VD r4 = hn::Mul(r2, r2);
+  const VD q01 = hn::MulAdd(hn::Set(d, 0.16666666666662586), r, hn::Set(d, 0.4999999999995511));
+  const VD q23 = hn::MulAdd(hn::Set(d, 0.00833333334420298), r, hn::Set(d, 0.04166666678626573));
+  const VD q45 = hn::MulAdd(hn::Set(d, 0.00019841224599656011), r, hn::Set(d, 0.0013888839110572009));
+  const VD q67 = hn::MulAdd(hn::Set(d, 2.7617564785876086e-06), r, hn::Set(d, 2.4867870179687727e-05));
+  const VD q = hn::MulAdd(r4, hn::MulAdd(q67, r2, q45), hn::MulAdd(q23, r2, q01));
+  const VD em1 = hn::MulAdd(r2, q, r);  // e^r − 1
   const VD scale = hn::BitCast(d, hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52)));
   const VD y = hn::MulAdd(em1, scale, scale);
   return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -708.0)), y);  // NaN x: NaN r, so NaN y
@@ -194,13 +195,45 @@ HWY_INLINE hn::Vec<DU32> OddFloatBits(DD d, VD v) {
   return hn::AllFalse(d, TinyForFloat(d, v)) ? RoundToOddBitsNormal(d, v) : RoundToOddBits(d, v);
 }
 
+/// StoreU, or when `stream` a non-temporal store (write-combined straight to memory, no read
+/// for ownership of the line; p must be aligned to the vector, and the writer calls
+/// hwy::FlushStream() before another thread may read). Only where the vector is a full 16 bytes
+/// or more: Highway rounds narrower streams up to 16 bytes, which would write past p's lanes.
+template <class D, class V, typename T>
+HWY_INLINE void StoreOrStream(V v, D d, T* HWY_RESTRICT p, bool stream) {
+#if HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR
+  if constexpr (sizeof(T) * hn::MaxLanes(D()) >= 16) {
+    if (stream) {
+      hn::Stream(v, d, p);
+      return;
+    }
+  }
+#else
+  (void)stream;
+#endif
+  hn::StoreU(v, d, p);
+}
+/// Whether StoreOrStream streams vectors of `lanes_bytes` at p (the caller's vectors then all are).
+template <class D>
+HWY_INLINE bool CanStream(D d, const void* p) {
+  const std::size_t bytes = sizeof(hn::TFromD<D>) * hn::Lanes(d);
+#if HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR
+  return bytes >= 16 && reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
+#else
+  (void)bytes;
+  (void)p;
+  return false;
+#endif
+}
+
 template <class IO>
 struct VecIo;
 
 template <>
 struct VecIo<Io<DType::Float32>> {
   static VD Load(DD d, const float* p) { return hn::PromoteTo(d, hn::LoadU(DF(), p)); }
-  static void Store(DD d, float* p, VD v) { hn::StoreU(ToFloat(d, v), DF(), p); }
+  static void Store(DD d, float* p, VD v, bool stream = false) { StoreOrStream(ToFloat(d, v), DF(), p, stream); }
+  using StoreTag = DF;
 };
 
 template <>
@@ -214,7 +247,7 @@ struct VecIo<Io<DType::BFloat16>> {
   /// the ulp's parity, clear the bits below), after which the float conversion is exact (or
   /// overflows to ±inf, as bfloat16 does) and its top half is the bfloat16; NaN lanes skip the
   /// rounding and convert to a quiet NaN. Otherwise: to_bfloat16 of the round-to-odd float.
-  static void Store(DD d, std::uint16_t* p, VD v) {
+  static void Store(DD d, std::uint16_t* p, VD v, bool stream = false) {
     const DU32 du;
     if (hn::AllFalse(d, TinyForFloat(d, v))) {
       const hn::RebindToUnsigned<DD> du64;
@@ -223,7 +256,7 @@ struct VecIo<Io<DType::BFloat16>> {
       const auto rounded = hn::And(hn::Add(bits, half_ulp), hn::Set(du64, ~((std::uint64_t(1) << 45) - 1)));
       const VD r = hn::IfThenElse(hn::IsNaN(v), v, hn::BitCast(d, rounded));
       const hn::Vec<DU32> hi = hn::ShiftRight<16>(hn::BitCast(du, ToFloat(d, r)));
-      hn::StoreU(hn::DemoteTo(DU16(), hn::BitCast(DI32(), hi)), DU16(), p);
+      StoreOrStream(hn::DemoteTo(DU16(), hn::BitCast(DI32(), hi)), DU16(), p, stream);
       return;
     }
     const hn::Vec<DU32> u = RoundToOddBits(d, v);
@@ -231,12 +264,14 @@ struct VecIo<Io<DType::BFloat16>> {
     const hn::Vec<DU32> rounded = hn::ShiftRight<16>(hn::Add(u, hn::Add(hn::Set(du, 0x7fffu), hn::And(hi, hn::Set(du, 1u)))));
     const auto nan = hn::RebindMask(du, hn::IsNaN(hn::BitCast(DF(), u)));
     const hn::Vec<DU32> bits = hn::IfThenElse(nan, hn::Or(hi, hn::Set(du, 0x40u)), rounded);
-    hn::StoreU(hn::DemoteTo(DU16(), hn::BitCast(DI32(), bits)), DU16(), p);
+    StoreOrStream(hn::DemoteTo(DU16(), hn::BitCast(DI32(), bits)), DU16(), p, stream);
   }
+  using StoreTag = DU16;
 };
 
 template <>
 struct VecIo<Io<DType::Float16>> {
+  using StoreTag = DU16;  // the bytes of one stored vector
 #if HWY_TARGET >= HWY_SSE4
   // Without F16C Highway emulates the conversions, truncating and mapping inf/NaN to finite
   // values; the scalar conversions of float16.hpp take over the (cheap) lane conversions here.
@@ -245,7 +280,7 @@ struct VecIo<Io<DType::Float16>> {
     for (size_t k = 0; k < hn::Lanes(d); ++k) lanes[k] = static_cast<double>(to_float(half_t{p[k]}));
     return hn::Load(d, lanes);
   }
-  static void Store(DD d, std::uint16_t* p, VD v) {
+  static void Store(DD d, std::uint16_t* p, VD v, bool /*stream*/ = false) {
     HWY_ALIGN uint32_t lanes[hn::MaxLanes(DD())];
     hn::Store(OddFloatBits(d, v), DU32(), lanes);
     for (size_t k = 0; k < hn::Lanes(d); ++k) p[k] = to_half(bits_float(lanes[k])).bits;
@@ -256,9 +291,9 @@ struct VecIo<Io<DType::Float16>> {
     return hn::PromoteTo(d, hn::PromoteTo(DF(), hn::LoadU(DH(), reinterpret_cast<const hwy::float16_t*>(p))));
   }
   /// F16C's conversion rounds to nearest even: applied to the round-to-odd float it is exact.
-  static void Store(DD d, std::uint16_t* p, VD v) {
-    hn::StoreU(hn::DemoteTo(DH(), hn::BitCast(DF(), OddFloatBits(d, v))), DH(),
-               reinterpret_cast<hwy::float16_t*>(p));
+  static void Store(DD d, std::uint16_t* p, VD v, bool stream = false) {
+    StoreOrStream(hn::DemoteTo(DH(), hn::BitCast(DF(), OddFloatBits(d, v))), DH(),
+                  reinterpret_cast<hwy::float16_t*>(p), stream);
   }
 #endif
 };
