@@ -124,17 +124,31 @@ struct VecOp<ElementwiseOp<Loss::PseudoHuber>> {
 
 template <>
 struct VecOp<ElementwiseOp<Loss::LogCosh>> {
+  // The scalar definition's two branches (expm1, two log1p, exp and tanh in all) from ONE
+  // exponential and one log1p, both the polynomials of cpu/simd-inl.h. With a = |r| and
+  // e^s = scale·(1 + em1) for s = −a (a < 1) or s = −2a (ExpParts):
+  //   m = e^{−a} − 1 = scale·em1 + (scale − 1)   (no cancellation: scale = 1 near 0)
+  //   a < 1: log cosh a = log1p(m²/(2(1 + m)))           (cosh a − 1 = (1 − e^{−a})²/(2e^{−a}))
+  //   else:  log cosh a = a + log1p(e^{−2a}) − ln 2
+  //   tanh a = −w/(w + 2), w = e^{−2a} − 1 = m(m + 2) (a < 1) or the large branch's m
+  // Every log1p argument is in [0, 0.55], every term of the sums ≥ 0 (no cancellation). r = ±inf:
+  // e^{−2a} = 0, so loss inf and gradient ±1; NaN stays NaN.
   HWY_INLINE static void eval(DD d, VD x, VD y, const VParams&, VD& loss, VD& dloss) {
     const VD one = hn::Set(d, 1.0), two = hn::Set(d, 2.0);
     const VD r = hn::Sub(x, y);
     const VD a = hn::Abs(r);
     const MD small = hn::Lt(a, one);
-    const VD m = Expm1(d, hn::IfThenElseZero(small, a));  // the large lanes take the other branch
-    const VD near = Log1p(d, hn::Div(hn::Mul(m, m), hn::Mul(two, hn::Add(one, m))));
-    const VD far = hn::Sub(hn::Add(a, Log1p(d, ExpNonPositive(d, hn::Mul(hn::Set(d, -2.0), a)))),
-                           hn::Set(d, 0.693147180559945309417232121458176568));
-    loss = hn::IfThenElse(small, near, far);
-    dloss = Tanh(d, r);
+    const VD s = hn::IfThenElse(small, hn::Neg(a), hn::Mul(hn::Set(d, -2.0), a));
+    VD em1, scale;
+    ExpParts(d, s, em1, scale);
+    const MD flushed = hn::Lt(s, hn::Set(d, -708.0));  // e^s < 2^−1021: 0 (ExpNonPositive)
+    const VD e = hn::IfThenZeroElse(flushed, hn::MulAdd(em1, scale, scale));
+    const VD m = hn::IfThenElse(flushed, hn::Set(d, -1.0), hn::MulAdd(em1, scale, hn::Sub(scale, one)));
+    VD l, unused;
+    Log1pAndReciprocal(d, hn::IfThenElse(small, hn::Div(hn::Mul(m, m), hn::Mul(two, hn::Add(one, m))), e), l, unused);
+    loss = hn::IfThenElse(small, l, hn::Sub(hn::Add(a, l), hn::Set(d, 0.693147180559945309417232121458176568)));
+    const VD w = hn::IfThenElse(small, hn::Mul(m, hn::Add(m, two)), m);
+    dloss = hn::CopySign(hn::Div(hn::Neg(w), hn::Add(w, two)), r);
   }
 };
 

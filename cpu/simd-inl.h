@@ -35,15 +35,15 @@ using MD = hn::Mask<DD>;
 
 // ---- math with IEEE special values (Highway's contrib math leaves NaN/inf/overflow to the caller)
 
-/// e^x for x ≤ 0 (the exponentials of the losses: e^{−|x|}, e^{−2|r|}, e^{z − max}); NaN stays
-/// NaN. Sized for float/half/bfloat16 outputs and double sums, not for double results: relative
-/// error < 2^−43 (7.4e-14; tests/cpu/test_simd_accuracy.cpp). x = k·ln 2 + r, |r| ≤ ln 2/2, with
-/// k = round(x/ln 2) from the low bits of x/ln 2 + 1.5·2^52 (no int conversions); e^r = 1 + r +
-/// r²·Q(r), Q of degree 7 (Chebyshev interpolation of (e^r − 1 − r)/r², tools in the test's
-/// comment); 2^k is one exponent-field add, valid for k ≥ −1022. Below x = −708 the result is
-/// flushed to 0: it is < 2^−1021 there and vanishes in every float output and in each sum it
-/// joins (≥ e^0 = 1 for a softmax, or added to terms of order 1 for the elementwise losses).
-HWY_INLINE VD ExpNonPositive(DD d, VD x) {
+/// e^x = scale·(1 + em1) for x ≤ 0 (the exponentials of the losses: e^{−|x|}, e^{−2|r|},
+/// e^{z − max}), sized for float/half/bfloat16 outputs and double sums, not for double results:
+/// relative error < 2^−43 (7.4e-14; tests/cpu/test_simd_math.cpp). x = k·ln 2 + r, |r| ≤ ln 2/2,
+/// with k = round(x/ln 2) from the low bits of x/ln 2 + 1.5·2^52 (no int conversions);
+/// em1 = e^r − 1 = r + r²·Q(r), Q of degree 7 (Chebyshev interpolation of (e^r − 1 − r)/r², tools
+/// in the test's comment) by Estrin's scheme — 4 dependent steps instead of Horner's 7, since the
+/// exponential heads the long dependency chains of the transcendental losses; scale = 2^k is one
+/// exponent-field add, valid for k ≥ −1022 (callers handle x < −708). NaN x: NaN em1.
+HWY_INLINE void ExpParts(DD d, VD x, VD& em1, VD& scale) {
   const hn::RebindToUnsigned<DD> du;
   const VD magic = hn::Set(d, 6755399441055744.0);  // 1.5·2^52: adding it rounds to an integer
   const VD t = hn::MulAdd(x, hn::Set(d, 1.442695040888963407359924681), magic);
@@ -51,8 +51,6 @@ HWY_INLINE VD ExpNonPositive(DD d, VD x) {
   // x − k·ln 2 in two parts (Highway's ExpReduce constants).
   VD r = hn::MulAdd(k, hn::Set(d, -0.6931471805596629565116018), x);
   r = hn::MulAdd(k, hn::Set(d, -0.28235290563031577122588448175e-12), r);
-  // Q by Estrin's scheme: 4 dependent steps instead of Horner's 7 (the exponential heads the long
-  // dependency chains of the transcendental losses).
   const VD r2 = hn::Mul(r, r);
   const VD r4 = hn::Mul(r2, r2);
   const VD q01 = hn::MulAdd(hn::Set(d, 0.16666666666662586), r, hn::Set(d, 0.4999999999995511));
@@ -60,10 +58,16 @@ HWY_INLINE VD ExpNonPositive(DD d, VD x) {
   const VD q45 = hn::MulAdd(hn::Set(d, 0.00019841224599656011), r, hn::Set(d, 0.0013888839110572009));
   const VD q67 = hn::MulAdd(hn::Set(d, 2.7617564785876086e-06), r, hn::Set(d, 2.4867870179687727e-05));
   const VD q = hn::MulAdd(r4, hn::MulAdd(q67, r2, q45), hn::MulAdd(q23, r2, q01));
-  const VD em1 = hn::MulAdd(r2, q, r);  // e^r − 1
-  const VD scale = hn::BitCast(d, hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52)));
-  const VD y = hn::MulAdd(em1, scale, scale);
-  return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -708.0)), y);  // NaN x: NaN r, so NaN y
+  em1 = hn::MulAdd(r2, q, r);
+  scale = hn::BitCast(d, hn::Add(hn::ShiftLeft<52>(hn::BitCast(du, t)), hn::Set(du, std::uint64_t(1023) << 52)));
+}
+/// e^x for x ≤ 0 (ExpParts). Below x = −708 the result is flushed to 0: it is < 2^−1021 there and
+/// vanishes in every float output and in each sum it joins (≥ e^0 = 1 for a softmax, or added to
+/// terms of order 1 for the elementwise losses). NaN stays NaN.
+HWY_INLINE VD ExpNonPositive(DD d, VD x) {
+  VD em1, scale;
+  ExpParts(d, x, em1, scale);
+  return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -708.0)), hn::MulAdd(em1, scale, scale));
 }
 /// log1p(e) and 1/(1 + e) for e ∈ [0, 1] (NaN stays NaN), with ONE division: the pair every
 /// logistic loss needs (softplus and sigmoid share e = e^{−|x|}). fdlibm's log on u = 1 + e:

@@ -142,6 +142,45 @@ TEST(SimdAccuracy, BceWithLogitsHalfAndBfloat16EveryElementWithinOneUlp) {
   }
 }
 
+// log_cosh evaluates both of its scalar branches from one expm1 and one log1p
+// (cpu/elementwise.cpp): every per-element loss and gradient within 1 ulp of the dtype against
+// long double, over every float exponent, both branches, the |r| = 1 switch and ±inf/NaN-free
+// extremes (r = x − y with y = 0, so r is exact).
+TEST(SimdAccuracy, LogCoshEveryElementWithinOneUlp) {
+  for (DType d : {DType::Float32, DType::BFloat16, DType::Float16}) {
+    SCOPED_TRACE(fl::dtype_name(d));
+    Rng rng(1408);
+    const std::size_t count = (std::size_t(1) << 19) + 3;
+    Vec x = logits(rng, d, count);
+    for (std::size_t i = 0; i < 4096; ++i)  // around the branch switch at |r| = 1
+      x[i + 64] = round_to(d, (i % 2 ? -1.0 : 1.0) * (1.0 + std::ldexp(rng.uniform(-1.0, 1.0), -static_cast<int>(i % 24))));
+    const Vec y(count, 0.0);
+    const Buffer xb = Buffer::from(d, x), yb = Buffer::from(d, y);
+    fl::ElementwiseProblem p;
+    p.loss = Loss::LogCosh;
+    p.dtype = d;
+    p.n = static_cast<std::int64_t>(count);
+    p.input = xb.data();
+    p.target = yb.data();
+    p.reduction = Reduction::None;
+    fl::ExecutionConfig cfg;
+    cfg.backend = fl::Backend::CPU;
+    const RunResult r = run(p, true, cfg);
+    ASSERT_EQ(r.status, Status::Success);
+    Violations loss_v, grad_v;
+    for (std::size_t i = 0; i < count; ++i) {
+      const ld a = std::fabs(static_cast<ld>(x[i]));
+      // cosh a − 1 = 2·sinh²(a/2) keeps the small branch's relative accuracy; no overflow above.
+      const ld sh = std::sinh(a / 2);
+      const ld loss = a < 1 ? std::log1p(2 * sh * sh) : a + std::log1p(std::exp(-2 * a)) - std::log(ld(2));
+      check(loss_v, DType::Float32, r.loss[i], loss, 0.0, "loss", x[i], 0.0);
+      check(grad_v, d, r.grad_dense[i], std::tanh(static_cast<ld>(x[i])), 0.0, "gradient", x[i], 0.0);
+    }
+    EXPECT_EQ(loss_v.count, 0u) << "worst " << loss_v.worst_ulps << " ulp; first: " << loss_v.first;
+    EXPECT_EQ(grad_v.count, 0u) << "worst " << grad_v.worst_ulps << " ulp; first: " << grad_v.first;
+  }
+}
+
 /// The correctly rounded (nearest, ties to even) bfloat16 of a finite double, as a double (±inf on
 /// overflow); written from the definition: the two bfloat16 neighbours at v's exponent.
 double bfloat16_nearest_even(double v) {
