@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -188,14 +189,11 @@ std::int64_t store_grad_row(typename IO::storage* gr, std::int64_t C, const doub
   return c;
 }
 
-/// gr[0..C) = 0.
+/// gr[0..C) = +0 (all-zero bits in f32, fp16 and bf16 alike, so a memset: nll's rows are almost
+/// all zeros, and the dtype's rounding store cost 2x PyTorch's time on bf16 256x4096).
 template <class IO>
 void store_zero_row(typename IO::storage* gr, std::int64_t C) {
-  const DD d;
-  const std::int64_t lanes = static_cast<std::int64_t>(hn::Lanes(d));
-  std::int64_t c = 0;
-  for (; c + lanes <= C; c += lanes) VecIo<IO>::Store(d, gr + c, hn::Zero(d));
-  for (; c < C; ++c) IO::store(gr, c, 0.0);
+  std::memset(gr, 0, static_cast<std::size_t>(C) * sizeof(typename IO::storage));
 }
 
 LabelStats label_stats(const RowwiseProblem& p) {
