@@ -117,8 +117,6 @@ HWY_INLINE VD Log(DD d, VD x) {
   y = hn::IfThenElse(hn::Lt(x, hn::Zero(d)), hn::Set(d, std::numeric_limits<double>::quiet_NaN()), y);
   return hn::IfThenElse(hn::IsNaN(x), x, y);
 }
-/// expm1(x) for |x| < 1 (log_cosh's small branch; other lanes are discarded by the caller).
-HWY_INLINE VD Expm1(DD d, VD x) { return hn::Expm1(d, x); }
 /// tanh(x): ±inf → ±1, NaN stays NaN (contrib: 4 ulp).
 HWY_INLINE VD Tanh(DD d, VD x) { return hn::IfThenElse(hn::IsNaN(x), x, hn::Tanh(d, x)); }
 
