@@ -1,0 +1,219 @@
+// fusedloss CPU path — the helper thread pool (see cpu/thread_pool.hpp).
+//
+// Hand-off: every worker owns one slot, a 32-bit state word. A caller claims free slots (CAS),
+// posts its task in them, runs the task itself, then closes each slot it posted:
+//   Free → Claimed (caller) → Posted (caller) → Running (worker) → Done (worker) → Free (caller)
+//                                      └── Free (caller withdraws a task the worker never started)
+// The caller owns a slot from claim to release, so a worker can only ever run the task it was
+// posted, and the caller only waits for a worker that is already running its task (at most the
+// rest of one chunk) — never for one the OS has not scheduled: that one is withdrawn.
+// Waiting: a worker spins kSpin after its last task (back-to-back calls find it awake; a woken
+// futex sleeper takes tens of µs to run here) and then sleeps on the state word; the caller spins
+// kSpin for a running worker's Done, then sleeps. A sleeper sets an Asleep flag in the word so the
+// other side knows to FUTEX_WAKE it; without one nobody enters the kernel.
+//
+// Lifetime: the pool is a constant-initialised static with a trivial destructor, so exit() and
+// dlclose run no destructor that could join (or deadlock on) a worker, and LeakSanitizer sees no
+// heap: slots are static, thread stacks are glibc's. Workers block all signals (they belong to the
+// application's threads) and are detached; they end with the process. A forked child has none of
+// them: a pthread_atfork child handler empties the pool, and the next call starts workers again.
+#include "cpu/thread_pool.hpp"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <thread>
+
+namespace fusedloss {
+namespace detail {
+namespace cpu {
+namespace {
+
+// How long either side spins before it sleeps: a few tens of µs, so back-to-back calls keep
+// their helpers awake while a core shared with other processes (ctest -j2 on 2 cores) loses
+// little (measured: see the pool commit's message).
+constexpr std::chrono::microseconds kSpin{50};
+
+// State word: the phase in the low bits, plus who sleeps on the word.
+constexpr std::uint32_t kFree = 0, kClaimed = 1, kPosted = 2, kRunning = 3, kDone = 4, kPhaseMask = 7;
+constexpr std::uint32_t kWorkerAsleep = 8;   // the worker waits (any phase but Posted/Running)
+constexpr std::uint32_t kCallerAsleep = 16;  // the caller waits for Running → Done
+
+struct alignas(64) Slot {  // one cache line each: callers and workers of other slots don't share it
+  std::atomic<std::uint32_t> state{kFree};
+  const PoolTask* task = nullptr;  // written by the owning caller before Posted, read after Running
+};
+
+struct Pool {
+  Slot slots[kMaxPoolWorkers];
+  std::atomic<int> workers{0};         // slots [0, workers) have a live thread
+  std::atomic<bool> growing{false};    // one caller at a time starts threads; others don't wait
+  bool fork_handler_registered = false;  // written only by the grower
+};
+Pool g_pool;  // constant-initialised, trivially destructible: never torn down (see above)
+
+std::uint32_t phase(std::uint32_t state) { return state & kPhaseMask; }
+
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected) {
+  // Returns at once when the word no longer holds `expected`; spurious returns are re-checked.
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+}
+
+void futex_wake(std::atomic<std::uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+/// Spins (with a pause) until done() or kSpin has passed; returns done()'s last value.
+template <class Done>
+bool spin_until(const Done& done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 32; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
+/// Sleeps on `word` while its phase is not `until`, after setting `flag` so that whoever changes
+/// the phase wakes us. Returns the state seen with the wanted phase.
+std::uint32_t sleep_until_phase(std::atomic<std::uint32_t>& word, std::uint32_t until, std::uint32_t flag) {
+  for (;;) {
+    std::uint32_t s = word.load(std::memory_order_acquire);
+    if (phase(s) == until) return s;
+    if ((s & flag) == 0 && !word.compare_exchange_weak(s, s | flag, std::memory_order_relaxed)) continue;
+    futex_wait(word, s | flag);
+  }
+}
+
+void* worker_main(void* arg) {
+  Slot& slot = *static_cast<Slot*>(arg);
+  for (;;) {
+    std::uint32_t s = slot.state.load(std::memory_order_acquire);
+    if (phase(s) != kPosted) {
+      if (!spin_until([&] { return phase(slot.state.load(std::memory_order_relaxed)) == kPosted; }))
+        sleep_until_phase(slot.state, kPosted, kWorkerAsleep);
+      continue;
+    }
+    // Posted never carries kWorkerAsleep (posting clears it); a failed CAS means withdrawn.
+    if (!slot.state.compare_exchange_strong(s, kRunning, std::memory_order_acquire)) continue;
+    const PoolTask* task = slot.task;
+    task->fn(task->ctx);
+    if (slot.state.exchange(kDone, std::memory_order_acq_rel) & kCallerAsleep) futex_wake(slot.state);
+  }
+  return nullptr;
+}
+
+/// The child of fork() has only the forking thread: forget the parent's workers.
+void reset_after_fork() {
+  for (Slot& s : g_pool.slots) {
+    s.state.store(kFree, std::memory_order_relaxed);
+    s.task = nullptr;
+  }
+  g_pool.workers.store(0, std::memory_order_relaxed);
+  g_pool.growing.store(false, std::memory_order_relaxed);
+}
+
+int max_workers() {
+  const unsigned hw = std::thread::hardware_concurrency();  // 0: unknown — trust the caller
+  if (hw == 0) return kMaxPoolWorkers;
+  // At least one worker, so the hand-off also runs (and is tested) on a 1-CPU machine.
+  return std::clamp(static_cast<int>(std::min<unsigned>(hw, INT_MAX)) - 1, 1, kMaxPoolWorkers);
+}
+
+/// Starts up to `want` new workers, each with its slot already Claimed for the caller; writes their
+/// slot indices to `out` and returns how many. Does nothing while another caller is starting some.
+int grow(int want, int* out) {
+  if (g_pool.growing.exchange(true, std::memory_order_acquire)) return 0;
+  if (!g_pool.fork_handler_registered)
+    g_pool.fork_handler_registered = pthread_atfork(nullptr, nullptr, reset_after_fork) == 0;
+  int got = 0;
+  if (g_pool.fork_handler_registered) {  // without it a forked child could not start afresh
+    int live = g_pool.workers.load(std::memory_order_relaxed);
+    const int cap = max_workers();
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);  // the workers inherit a mask that blocks every signal
+    while (got < want && live < cap) {
+      Slot& slot = g_pool.slots[live];
+      slot.state.store(kClaimed, std::memory_order_relaxed);
+      pthread_t thread;
+      if (pthread_create(&thread, nullptr, worker_main, &slot) != 0) {
+        slot.state.store(kFree, std::memory_order_relaxed);
+        break;  // no more threads now: carry on with the workers there are
+      }
+      pthread_detach(thread);
+      pthread_setname_np(thread, "fusedloss-cpu");
+      out[got++] = live++;
+      g_pool.workers.store(live, std::memory_order_release);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+  g_pool.growing.store(false, std::memory_order_release);
+  return got;
+}
+
+}  // namespace
+
+void run_with_helpers(int helpers, PoolTask task) noexcept {
+  int mine[kMaxPoolWorkers];
+  int n = 0;
+  helpers = std::min(helpers, kMaxPoolWorkers);
+  if (helpers > 0) {
+    // 1. Claim free workers (keeping a sleeper's flag, so posting wakes it).
+    const int live = g_pool.workers.load(std::memory_order_acquire);
+    for (int i = 0; i < live && n < helpers; ++i) {
+      std::atomic<std::uint32_t>& word = g_pool.slots[i].state;
+      std::uint32_t s = word.load(std::memory_order_relaxed);
+      while (phase(s) == kFree) {
+        if (word.compare_exchange_weak(s, kClaimed | (s & kWorkerAsleep), std::memory_order_acquire)) {
+          mine[n++] = i;
+          break;
+        }
+      }
+    }
+    // 2. Too few free: start more (the first calls; later only when a larger count is asked for).
+    if (n < helpers) n += grow(helpers - n, mine + n);
+    // 3. Post.
+    for (int k = 0; k < n; ++k) {
+      Slot& slot = g_pool.slots[mine[k]];
+      slot.task = &task;
+      if (slot.state.exchange(kPosted, std::memory_order_release) & kWorkerAsleep) futex_wake(slot.state);
+    }
+  }
+  task.fn(task.ctx);
+  // 4. Close: withdraw what no worker started, wait for the workers that did, release the slots.
+  for (int k = 0; k < n; ++k) {
+    std::atomic<std::uint32_t>& word = g_pool.slots[mine[k]].state;
+    std::uint32_t s = kPosted;
+    if (word.compare_exchange_strong(s, kFree, std::memory_order_relaxed)) continue;
+    if (!spin_until([&] { return phase(word.load(std::memory_order_acquire)) == kDone; }))
+      sleep_until_phase(word, kDone, kCallerAsleep);
+    s = word.load(std::memory_order_acquire);  // Done, perhaps with the worker asleep on it
+    while (!word.compare_exchange_weak(s, kFree | (s & kWorkerAsleep), std::memory_order_relaxed)) {
+    }
+  }
+}
+
+int pool_worker_count() noexcept { return g_pool.workers.load(std::memory_order_acquire); }
+
+}  // namespace cpu
+}  // namespace detail
+}  // namespace fusedloss
