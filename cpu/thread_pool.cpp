@@ -21,6 +21,7 @@
 
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -79,7 +80,9 @@ void cpu_relax() {
 #endif
 }
 
-/// Spins (with a pause) until done() or kSpin has passed; returns done()'s last value.
+/// Spins (with a pause) until done() or kSpin has passed; returns done()'s last value. Yields
+/// every few µs: on a busy machine the thread we wait for may share our core (a woken worker is
+/// often placed on its waker's), and a plain spin would hold that core for the whole kSpin.
 template <class Done>
 bool spin_until(const Done& done) {
   const auto deadline = std::chrono::steady_clock::now() + kSpin;
@@ -89,6 +92,7 @@ bool spin_until(const Done& done) {
       cpu_relax();
     }
     if (std::chrono::steady_clock::now() >= deadline) return done();
+    sched_yield();
   }
 }
 
