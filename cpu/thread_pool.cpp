@@ -109,6 +109,7 @@ std::uint32_t sleep_until_phase(std::atomic<std::uint32_t>& word, std::uint32_t 
 
 void* worker_main(void* arg) {
   Slot& slot = *static_cast<Slot*>(arg);
+  pthread_setname_np(pthread_self(), "fusedloss-cpu");  // what top -H and debuggers show
   for (;;) {
     std::uint32_t s = slot.state.load(std::memory_order_acquire);
     if (phase(s) != kPosted) {
@@ -145,13 +146,14 @@ int max_workers() {
 /// Starts up to `want` new workers, each with its slot already Claimed for the caller; writes their
 /// slot indices to `out` and returns how many. Does nothing while another caller is starting some.
 int grow(int want, int* out) {
+  static const int cap = max_workers();
+  if (g_pool.workers.load(std::memory_order_relaxed) >= cap) return 0;  // the usual case once grown
   if (g_pool.growing.exchange(true, std::memory_order_acquire)) return 0;
   if (!g_pool.fork_handler_registered)
     g_pool.fork_handler_registered = pthread_atfork(nullptr, nullptr, reset_after_fork) == 0;
   int got = 0;
   if (g_pool.fork_handler_registered) {  // without it a forked child could not start afresh
     int live = g_pool.workers.load(std::memory_order_relaxed);
-    const int cap = max_workers();
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);  // the workers inherit a mask that blocks every signal
@@ -164,7 +166,6 @@ int grow(int want, int* out) {
         break;  // no more threads now: carry on with the workers there are
       }
       pthread_detach(thread);
-      pthread_setname_np(thread, "fusedloss-cpu");
       out[got++] = live++;
       g_pool.workers.store(live, std::memory_order_release);
     }
