@@ -12,6 +12,9 @@
 // kSpin for a running worker's Done, then sleeps. A sleeper sets an Asleep flag in the word so the
 // other side knows to FUTEX_WAKE it; without one nobody enters the kernel.
 //
+// Placement: a worker that starts a task on its caller's core moves itself off it (leave_cpu),
+// since Linux tends to queue new and woken threads on the core of the thread that made them run.
+//
 // Lifetime: the pool is a constant-initialised static with a trivial destructor, so exit() runs no
 // destructor that could join (or deadlock on) a worker, and LeakSanitizer sees no heap: slots are
 // static, thread stacks are glibc's, and no operator new is ever called (so the memory accounting
@@ -57,6 +60,7 @@ struct alignas(64) Slot {  // one cache line each: callers and workers of other 
   std::atomic<std::uint32_t> state{kFree};
   const PoolTask* task = nullptr;  // written by the owning caller before Posted, read after Running
   int caller_cpu = -1;             // the core the caller posted from (same rules as task)
+  cpu_set_t allowed;               // the worker's affinity: its creator's (written before it starts)
 };
 
 struct Pool {
@@ -129,8 +133,8 @@ void leave_cpu(int cpu, const cpu_set_t& allowed) {
 void* worker_main(void* arg) {
   Slot& slot = *static_cast<Slot*>(arg);
   pthread_setname_np(pthread_self(), "fusedloss-cpu");  // what top -H and debuggers show
-  cpu_set_t allowed;  // inherited from the thread that started the worker (taskset, cgroups)
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) CPU_ZERO(&allowed);
+  const cpu_set_t allowed = slot.allowed;
+  if (CPU_COUNT(&allowed) > 0) sched_setaffinity(0, sizeof allowed, &allowed);  // started off-core
   for (;;) {
     std::uint32_t s = slot.state.load(std::memory_order_acquire);
     if (phase(s) != kPosted) {
@@ -179,11 +183,23 @@ int grow(int want, int* out) {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);  // the workers inherit a mask that blocks every signal
+    // Start the workers off this core (they restore the creator's affinity when they start): a
+    // new thread queued behind its busy creator may wait milliseconds to run (see leave_cpu).
+    pthread_attr_t attr;
+    const bool have_attr = pthread_attr_init(&attr) == 0;
+    cpu_set_t others;
+    const int cpu = sched_getcpu();
+    CPU_ZERO(&others);
+    if (sched_getaffinity(0, sizeof others, &others) != 0) CPU_ZERO(&others);
+    const cpu_set_t allowed = others;
+    if (cpu >= 0 && cpu < CPU_SETSIZE) CPU_CLR(cpu, &others);
+    if (have_attr && CPU_COUNT(&others) > 0) pthread_attr_setaffinity_np(&attr, sizeof others, &others);
     while (got < want && live < cap) {
       Slot& slot = g_pool.slots[live];
       slot.state.store(kClaimed, std::memory_order_relaxed);
+      slot.allowed = allowed;
       pthread_t thread;
-      if (pthread_create(&thread, nullptr, worker_main, &slot) != 0) {
+      if (pthread_create(&thread, have_attr ? &attr : nullptr, worker_main, &slot) != 0) {
         slot.state.store(kFree, std::memory_order_relaxed);
         break;  // no more threads now: carry on with the workers there are
       }
@@ -192,6 +208,7 @@ int grow(int want, int* out) {
       g_pool.workers.store(live, std::memory_order_release);
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (have_attr) pthread_attr_destroy(&attr);
   }
   g_pool.growing.store(false, std::memory_order_release);
   return got;
