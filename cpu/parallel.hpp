@@ -6,22 +6,18 @@
 // handed out dynamically through an atomic counter) therefore never changes a result, and
 // neither does the number of threads.
 //
-// No global state: every call starts its helper threads, and returns once every chunk has run
-// and no helper is still inside the call. A helper the OS has not scheduled by then (a busy
-// machine) is not waited for: it finds the call closed and exits without touching it, so a
-// call never idles for a scheduler tick. Never throws: a thread that cannot be created
-// (std::system_error) just means fewer workers — the calling thread always participates and
-// drains every chunk that is left.
+// The helpers come from a persistent process-wide pool (cpu/thread_pool.hpp): starting threads
+// per call cost as much as a chunk, which left small problems no faster on two threads than on
+// one. The calling thread always participates and drains every chunk that is left; a helper that
+// has not started by then is withdrawn, not waited for, so a call never idles for a scheduler
+// tick. Never throws: busy workers, or a thread that cannot be created, just mean fewer helpers.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
-#include <memory>
-#include <mutex>
 #include <cstdint>
-#include <thread>
-#include <vector>
+
+#include "cpu/thread_pool.hpp"
 
 namespace fusedloss {
 namespace detail {
@@ -32,68 +28,44 @@ inline std::int64_t chunk_count(std::int64_t count, std::int64_t chunk) {
   return count <= 0 ? 0 : (count - 1) / chunk + 1;
 }
 
-/// Runs work for chunk indices 0 .. chunks-1 on min(threads, chunks) threads (the calling
+/// Runs work for chunk indices 0 .. chunks-1 on at most min(threads, chunks) threads (the calling
 /// thread included; inline when that is 1).
 ///
 /// `make_worker()` is called once per participating thread, on that thread, and returns the
 /// callable `worker(std::int64_t chunk)` that thread then uses for each chunk it takes; per-thread
 /// scratch (e.g. a row buffer) lives in that callable. An exception thrown by make_worker or a
 /// worker (e.g. std::bad_alloc for scratch) is caught; the remaining chunks are abandoned and the
-/// function returns false. Returns true when every chunk ran.
+/// function returns false. Returns true when every chunk ran. May be called from several threads at
+/// once and from inside a worker (a nested call finds the pool busy and runs on fewer threads).
 template <class MakeWorker>
 bool parallel_for_chunks(std::int64_t chunks, int threads, const MakeWorker& make_worker) noexcept {
   if (chunks <= 0) return true;
-  // What a late helper may still touch after the call returned lives here, shared with it.
-  struct Shared {
-    std::atomic<bool> closed{false};
-    std::atomic<int> inside{0};  // helpers between entering and leaving the call
-    std::mutex m;
-    std::condition_variable left;
-  };
-  std::shared_ptr<Shared> shared;
-  std::atomic<std::int64_t> next{0};
-  std::atomic<bool> failed{false};
-  auto drain = [&]() noexcept {
-    try {
-      auto worker = make_worker();
-      for (;;) {
-        if (failed.load(std::memory_order_relaxed)) return;
-        const std::int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-        if (c >= chunks) return;
-        worker(c);
-      }
-    } catch (...) {
-      failed.store(true, std::memory_order_relaxed);
-    }
-  };
+  struct Job {
+    const MakeWorker& make_worker;
+    std::int64_t chunks;
+    std::atomic<std::int64_t> next{0};
+    std::atomic<bool> failed{false};
 
-  const std::int64_t wanted = std::min<std::int64_t>(std::max(threads, 1), chunks);
-  if (wanted > 1) {
-    try {
-      shared = std::make_shared<Shared>();
-      for (std::int64_t t = 1; t < wanted; ++t) {
-        std::thread([shared, &drain] {
-          // Enter, then look again: a helper that enters after the call closed leaves untouched.
-          shared->inside.fetch_add(1);
-          if (!shared->closed.load()) drain();
-          std::lock_guard<std::mutex> lock(shared->m);
-          shared->inside.fetch_sub(1);
-          shared->left.notify_all();
-        }).detach();
+    static void drain(void* ctx) noexcept {
+      Job& job = *static_cast<Job*>(ctx);
+      try {
+        auto worker = job.make_worker();
+        for (;;) {
+          if (job.failed.load(std::memory_order_relaxed)) return;
+          const std::int64_t c = job.next.fetch_add(1, std::memory_order_relaxed);
+          if (c >= job.chunks) return;
+          worker(c);
+        }
+      } catch (...) {
+        job.failed.store(true, std::memory_order_relaxed);
       }
-    } catch (...) {
-      // std::system_error (no more threads) or std::bad_alloc: carry on with the workers we have.
     }
-  }
-  drain();
-  if (shared != nullptr) {
-    // Close the call, then wait for the helpers that entered before it closed (the mutex makes
-    // their writes visible here).
-    shared->closed.store(true);
-    std::unique_lock<std::mutex> lock(shared->m);
-    shared->left.wait(lock, [&] { return shared->inside.load() == 0; });
-  }
-  return !failed.load(std::memory_order_relaxed);
+  };
+  Job job{make_worker, chunks};
+  const std::int64_t wanted = std::min<std::int64_t>(std::max(threads, 1), chunks);
+  const int helpers = static_cast<int>(std::min<std::int64_t>(wanted - 1, kMaxPoolWorkers));
+  run_with_helpers(helpers, PoolTask{&Job::drain, &job});
+  return !job.failed.load(std::memory_order_relaxed);
 }
 
 }  // namespace cpu
