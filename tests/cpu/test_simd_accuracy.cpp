@@ -89,6 +89,23 @@ void check(Violations& v, DType d, double got, ld want, double allowance, const 
   v.worst_ulps = std::max(v.worst_ulps, err / u);
 }
 
+/// One CPU call of an elementwise loss with reduction none: the per-element losses, and the
+/// gradient dℓ/dx itself.
+RunResult per_element_call(Loss loss, DType d, const Vec& x, const Vec& y, double pos_weight = 1.0) {
+  const Buffer xb = Buffer::from(d, x), yb = Buffer::from(d, y);
+  fl::ElementwiseProblem p;
+  p.loss = loss;
+  p.dtype = d;
+  p.n = static_cast<std::int64_t>(x.size());
+  p.input = xb.data();
+  p.target = yb.data();
+  p.reduction = Reduction::None;
+  p.params.pos_weight = pos_weight;
+  fl::ExecutionConfig cfg;
+  cfg.backend = fl::Backend::CPU;
+  return run(p, true, cfg);
+}
+
 void expect_bce_with_logits_within_one_ulp(DType d, bool hard_labels, double pos_weight, std::size_t count,
                                            std::uint64_t seed) {
   SCOPED_TRACE(std::string(fl::dtype_name(d)) + (hard_labels ? " hard labels" : " soft labels") +
@@ -97,18 +114,7 @@ void expect_bce_with_logits_within_one_ulp(DType d, bool hard_labels, double pos
   const Vec x = logits(rng, d, count);
   Vec y(count);
   for (double& v : y) v = hard_labels ? (rng.bernoulli(0.5) ? 1.0 : 0.0) : round_to(d, rng.uniform(0.0, 1.0));
-  const Buffer xb = Buffer::from(d, x), yb = Buffer::from(d, y);
-  fl::ElementwiseProblem p;
-  p.loss = Loss::BCEWithLogits;
-  p.dtype = d;
-  p.n = static_cast<std::int64_t>(count);
-  p.input = xb.data();
-  p.target = yb.data();
-  p.reduction = Reduction::None;  // per-element losses, gradient = dℓ/dx itself
-  p.params.pos_weight = pos_weight;
-  fl::ExecutionConfig cfg;
-  cfg.backend = fl::Backend::CPU;
-  const RunResult r = run(p, true, cfg);
+  const RunResult r = per_element_call(Loss::BCEWithLogits, d, x, y, pos_weight);
   ASSERT_EQ(r.status, Status::Success);
 
   Violations loss_v, grad_v;
@@ -155,17 +161,7 @@ TEST(SimdAccuracy, LogCoshEveryElementWithinOneUlp) {
     for (std::size_t i = 0; i < 4096; ++i)  // around the branch switch at |r| = 1
       x[i + 64] = round_to(d, (i % 2 ? -1.0 : 1.0) * (1.0 + std::ldexp(rng.uniform(-1.0, 1.0), -static_cast<int>(i % 24))));
     const Vec y(count, 0.0);
-    const Buffer xb = Buffer::from(d, x), yb = Buffer::from(d, y);
-    fl::ElementwiseProblem p;
-    p.loss = Loss::LogCosh;
-    p.dtype = d;
-    p.n = static_cast<std::int64_t>(count);
-    p.input = xb.data();
-    p.target = yb.data();
-    p.reduction = Reduction::None;
-    fl::ExecutionConfig cfg;
-    cfg.backend = fl::Backend::CPU;
-    const RunResult r = run(p, true, cfg);
+    const RunResult r = per_element_call(Loss::LogCosh, d, x, y);
     ASSERT_EQ(r.status, Status::Success);
     Violations loss_v, grad_v;
     for (std::size_t i = 0; i < count; ++i) {
