@@ -201,7 +201,7 @@ struct VecOp<ElementwiseOp<Loss::BCE>> {
 template <>
 struct VecOp<ElementwiseOp<Loss::BCEWithLogits>> {
   // Staged: steps 1a and 1b depend on x only and form one long dependency chain (~140 cycles per
-  // vector), so chunk_elements runs each stage over a block of lanes before the next (see there).
+  // vector, counted from the latencies), so chunk_elements runs each stage over a block of lanes before the next (see there).
   static constexpr bool kStaged = true;
   // 1a. e = e^{−|x|}.
   HWY_INLINE static VD exp_stage(DD d, VD x) { return ExpNonPositive(d, hn::Neg(hn::Abs(x))); }
@@ -342,7 +342,8 @@ ChunkResult chunk_elements(const ElementwiseProblem& p, std::int64_t begin, std:
   if constexpr (IsStaged<V>::value) {
     // A staged op's dependency chain is longer than the out-of-order window reaches across
     // vectors, so one stage at a time over a block of kStageBlock elements, through L1 buffers:
-    // 1.6× faster for bce_with_logits (0.79 vs 1.23 ns per element, one thread, data in L2). The
+    // 1.6× faster for bce_with_logits (0.79 vs 1.23 ns per element in a microbenchmark of this loop,
+    // one thread, data in L2; the library's call: 0.058 vs 0.087 ms for 65536 elements). The
     // arithmetic is the same, so are the bits. x is read in full before any gradient of the
     // block is written (grad may alias x).
     constexpr std::int64_t kStageBlock = 256;
