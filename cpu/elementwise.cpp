@@ -127,7 +127,7 @@ struct VecOp<ElementwiseOp<Loss::LogCosh>> {
   // The scalar definition's two branches (expm1, two log1p, exp and tanh in all) from ONE
   // exponential and one log1p, both the polynomials of cpu/simd-inl.h. With a = |r| and
   // e^s = scale·(1 + em1) for s = −a (a < 1) or s = −2a (ExpParts):
-  //   m = e^{−a} − 1 = scale·em1 + (scale − 1)   (no cancellation: scale = 1 near 0)
+  //   m = e^s − 1 = scale·em1 + (scale − 1)      (no cancellation: scale = 1 near 0)
   //   a < 1: log cosh a = log1p(m²/(2(1 + m)))           (cosh a − 1 = (1 − e^{−a})²/(2e^{−a}))
   //   else:  log cosh a = a + log1p(e^{−2a}) − ln 2
   //   tanh a = −w/(w + 2), w = e^{−2a} − 1 = m(m + 2) (a < 1) or the large branch's m
@@ -201,7 +201,8 @@ struct VecOp<ElementwiseOp<Loss::BCE>> {
 template <>
 struct VecOp<ElementwiseOp<Loss::BCEWithLogits>> {
   // Staged: steps 1a and 1b depend on x only and form one long dependency chain (~140 cycles per
-  // vector, counted from the latencies), so chunk_elements runs each stage over a block of lanes before the next (see there).
+  // vector, counted from the latencies), so chunk_elements runs each stage over a block of lanes
+  // before the next (see there).
   static constexpr bool kStaged = true;
   // 1a. e = e^{−|x|}.
   HWY_INLINE static VD exp_stage(DD d, VD x) { return ExpNonPositive(d, hn::Neg(hn::Abs(x))); }

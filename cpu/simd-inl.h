@@ -215,7 +215,7 @@ HWY_INLINE void StoreOrStream(V v, D d, T* HWY_RESTRICT p, bool stream) {
 #endif
   hn::StoreU(v, d, p);
 }
-/// Whether StoreOrStream streams vectors of `lanes_bytes` at p (the caller's vectors then all are).
+/// Whether StoreOrStream may stream d's vectors at p: 16 bytes or more, and p aligned to one.
 template <class D>
 HWY_INLINE bool CanStream(D d, const void* p) {
   const std::size_t bytes = sizeof(hn::TFromD<D>) * hn::Lanes(d);
