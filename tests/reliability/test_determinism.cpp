@@ -275,6 +275,28 @@ TEST(ReliabilityInPlace, ElementwiseEveryLoss) {
   RecordProperty("compared", compared);
 }
 
+/// The row-wise call `c` with its gradient written over (a copy of) its input gives the loss, lse
+/// (`with_lse`) and gradient rows of the out-of-place call bit for bit, and leaves each row's
+/// padding holding the input.
+void expect_in_place_equals_out_of_place(RowCase& c, bool with_lse) {
+  const Outcome ref = run(c.problem(), true, with_lse);
+  ASSERT_EQ(ref.status, Status::Success);
+  Buf io = c.input;
+  const Outcome in_place = run_in_place(c.problem(), io, with_lse);
+  ASSERT_EQ(in_place.status, Status::Success);
+  EXPECT_EQ(std::memcmp(in_place.loss.data(), ref.loss.data(), ref.loss.size() * 4), 0);
+  if (with_lse) {
+    EXPECT_EQ(std::memcmp(in_place.lse.data(), ref.lse.data(), ref.lse.size() * 4), 0);
+  }
+  const std::int64_t N = c.rows, C = c.classes, stride = c.stride;
+  const std::size_t es = fusedloss::dtype_size(c.dtype);
+  for (std::int64_t n = 0; n < N; ++n) {
+    ASSERT_EQ(std::memcmp(io.raw() + n * stride * es, ref.grad.raw() + n * stride * es, C * es), 0) << "row " << n;
+    ASSERT_EQ(std::memcmp(io.raw() + (n * stride + C) * es, c.input.raw() + (n * stride + C) * es, (stride - C) * es), 0)
+        << "padding of row " << n;
+  }
+}
+
 TEST(ReliabilityInPlace, RowwiseEveryLoss) {
   const std::int64_t N = 70, C = 1031, stride = 1034;  // 32 rows per chunk: three chunks; padded rows
   for (RowKind k : {RowKind::CE, RowKind::CESoft, RowKind::NLL, RowKind::KL, RowKind::KLLogits})
@@ -303,25 +325,7 @@ TEST(ReliabilityInPlace, RowwiseEveryLoss) {
         c.reduction = r;
         c.grad_scale = 2.0;
         SCOPED_TRACE(c.tag());
-        const bool lse = k == RowKind::CE || k == RowKind::CESoft;
-        const Outcome ref = run(c.problem(), true, lse);
-        ASSERT_EQ(ref.status, Status::Success);
-        Buf io = c.input;
-        const Outcome in_place = run_in_place(c.problem(), io, lse);
-        ASSERT_EQ(in_place.status, Status::Success);
-        EXPECT_EQ(std::memcmp(in_place.loss.data(), ref.loss.data(), ref.loss.size() * 4), 0);
-        if (lse) {
-          EXPECT_EQ(std::memcmp(in_place.lse.data(), ref.lse.data(), ref.lse.size() * 4), 0);
-        }
-        const std::size_t es = fusedloss::dtype_size(d);
-        for (std::int64_t n = 0; n < N; ++n) {
-          // The row's C gradient values match; the padding still holds the input.
-          ASSERT_EQ(std::memcmp(io.raw() + n * stride * es, ref.grad.raw() + n * stride * es, C * es), 0) << "row " << n;
-          ASSERT_EQ(std::memcmp(io.raw() + (n * stride + C) * es, c.input.raw() + (n * stride + C) * es,
-                                (stride - C) * es),
-                    0)
-              << "padding of row " << n;
-        }
+        expect_in_place_equals_out_of_place(c, k == RowKind::CE || k == RowKind::CESoft);
       }
 }
 
@@ -339,15 +343,7 @@ TEST(ReliabilityInPlace, Bf16CrossEntropyFloatLaneSoftmax) {
       c.reduction = r;
       c.grad_scale = 2.0;
       SCOPED_TRACE(c.tag());
-      const Outcome ref = run(c.problem(), true, true);
-      ASSERT_EQ(ref.status, Status::Success);
-      Buf io = c.input;
-      const Outcome in_place = run_in_place(c.problem(), io, true);
-      ASSERT_EQ(in_place.status, Status::Success);
-      EXPECT_EQ(std::memcmp(in_place.loss.data(), ref.loss.data(), ref.loss.size() * 4), 0);
-      EXPECT_EQ(std::memcmp(in_place.lse.data(), ref.lse.data(), ref.lse.size() * 4), 0);
-      for (std::int64_t n = 0; n < N; ++n)
-        ASSERT_EQ(std::memcmp(io.raw() + n * stride * 2, ref.grad.raw() + n * stride * 2, C * 2), 0) << "row " << n;
+      expect_in_place_equals_out_of_place(c, true);
     }
   }
 }
